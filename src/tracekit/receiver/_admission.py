@@ -42,6 +42,12 @@ from tracekit.receiver._errors import RequestError
 # first, then an idle keep-alive connection; one whose request is being handled never.
 READING, IDLE, BUSY = 0, 1, 2
 MIN_AGE = 1.0  # seconds a connection keeps its place before a newcomer may displace it
+# A request whose reads bring fewer than CRUMB bytes each on average, after CRUMB_READS of them,
+# is arriving in crumbs (a byte at a time, on purpose or not): its reader then sleeps CRUMB_PAUSE
+# before each read while its bytes gather in the kernel. Woken for every byte, each such client
+# cost the collector a thread wake-up, a read and a piece of body a byte (50 clients sending a
+# byte every 2 ms: 40% of a core, and the other clients' requests waited for it).
+CRUMB, CRUMB_READS, CRUMB_PAUSE = 512, 8, 0.5
 # What a request costs in memory from its whole body to its commit, estimated from the body and,
 # once parsed, its record count. Per byte of body: the body, what parsing builds (JSON: about 8x
 # with json.loads), the rows that carry its strings, their pickled copy to the writer process
@@ -213,6 +219,7 @@ class ClientStream(io.RawIOBase):
         self.since = time.monotonic()
         self.evicted = False
         self._deadline = self.since + idle
+        self._reads = self._received = 0  # of the request begun
 
     def readable(self) -> bool:
         """A raw stream for ``io.BufferedReader``."""
@@ -222,6 +229,7 @@ class ClientStream(io.RawIOBase):
         """Wait for the next request."""
         self.state, self.since = IDLE, time.monotonic()
         self._deadline = self.since + self.idle
+        self._reads = self._received = 0
 
     def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
         """Read what has arrived, waiting no longer than the request's deadline allows."""
@@ -230,8 +238,12 @@ class ClientStream(io.RawIOBase):
             raise TimeoutError("request deadline passed")
         if self.state == IDLE and not self._request_begins(remaining):
             return 0  # the receiver stops, and no next request has begun: the connection ends
+        if self._reads >= CRUMB_READS and self._received < CRUMB * self._reads:
+            time.sleep(min(CRUMB_PAUSE, remaining))  # (still within the request's deadline)
+            remaining = self._deadline - time.monotonic()
         self.sock.settimeout(max(remaining, 0.001))
         count = self.sock.recv_into(buffer)
+        self._reads, self._received = self._reads + 1, self._received + count
         if count and self.state == IDLE:
             self.state, self.since = READING, time.monotonic()
             self._deadline = self.since + self.whole
