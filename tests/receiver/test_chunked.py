@@ -253,3 +253,20 @@ def test_an_accepted_request_expecting_100_continue_gets_it(
         sock.sendall(body)
         assert read_response(sock).status == 200
     assert reader.count_spans() == 3
+
+
+def test_a_body_in_one_byte_chunks_is_refused_once_they_are_too_many(
+    receiver: Receiver, reader: Store
+) -> None:
+    """Each chunk costs its reader a size line, a piece and a charge to the memory budget: a
+    body of one-byte chunks, sent as fast as a client could, cost a microsecond of the
+    collector's Python a byte (a hundred times what a body costs) and slowed every other
+    request. Past 128 chunks, a body's chunks must bring 256 bytes each on average."""
+    body = _spans(1, 50)
+    reply = _exchange(receiver, _head([PROTOBUF, CHUNKED]) + _chunked(body, 1))
+    message = json.loads(_status_json(reply))["message"]
+    assert reply.status == 400 and message.startswith("chunks too small: 129 chunks for 129 bytes")
+    assert reply.header("Connection") == "close"
+    assert reader.count_spans() == 0
+    assert _exchange(receiver, _head([PROTOBUF, CHUNKED]) + _chunked(body, 256)).status == 200
+    assert reader.count_spans() == 50
