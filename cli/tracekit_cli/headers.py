@@ -1,6 +1,7 @@
 """Headers for a remote read backend: ``--header NAME=VALUE`` and ``TRACEKIT_BACKEND_HEADERS``.
 
-The variable uses the format of ``OTEL_EXPORTER_OTLP_HEADERS``: ``name=value`` pairs separated by
+``--header`` also takes curl's ``NAME: VALUE``. The variable uses the format of
+``OTEL_EXPORTER_OTLP_HEADERS``: ``name=value`` pairs separated by
 commas, values percent-encoded (``Authorization=Basic%20dXNlcjp0b2tlbg==``). ``--header`` values
 are taken as typed and win over the variable's for the same name. Values are secrets (tokens,
 tenant ids): an error names the header, never its value.
@@ -34,14 +35,22 @@ def parse_headers(typed: Iterable[str], environment: str | None) -> dict[str, st
     return headers
 
 
+def _separator(item: str) -> str:
+    """``=``, or ``:`` where one comes before any ``=`` (curl's ``NAME: VALUE``)."""
+    colon, equals = item.find(":"), item.find("=")
+    return ":" if colon != -1 and (equals == -1 or colon < equals) else "="
+
+
 def _from_environment(text: str | None) -> list[tuple[str, str]]:
     items = [item for item in (text or "").split(",") if item.strip()]
     return [_pair(item, HEADERS_ENV, decode=True) for item in items]
 
 
 def _pair(item: str, origin: str, *, decode: bool = False) -> tuple[str, str]:
-    """``NAME=VALUE`` -> (NAME, VALUE), checked; the error never repeats the value."""
-    name, equals, value = item.partition("=")
+    """``NAME=VALUE`` -> (NAME, VALUE), checked; the error never repeats the value. ``--header``
+    also takes ``NAME: VALUE`` as curl's ``-H`` does (no header name holds ``=`` or ``:``, so the
+    first of them ends it): typed so, every header was refused as no ``NAME=VALUE``."""
+    name, equals, value = item.partition("=" if decode else _separator(item))
     name, value = name.strip(), value.strip()
     if not equals or not _NAME.match(name):
         shown = repr(name[:40]) if _NAME.match(name[:40] or "-") else "a header"

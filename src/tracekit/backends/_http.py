@@ -41,6 +41,10 @@ _OTHER_HOST = frozenset({62, 64})
 # trace beside its message, which is what is shown, in at most 200 characters
 MAX_ERROR_BYTES = 64 * 1024
 RETRYABLE_STATUS = frozenset({429, 502, 503, 504})
+# What this client reads, whatever a caller's headers say (in any case: "accept" too): an Accept
+# of protobuf (Tempo answers it so) or an encoding it cannot undo made every answer unreadable.
+# gzip: a search answer of whole traces is tens of MB of JSON, a tenth of that gzipped
+_OWN_HEADERS = {"Accept": "application/json", "Accept-Encoding": "gzip"}
 REDACTED = "[redacted]"
 _TITLE = re.compile(r"<title[^>]*>(.*?)</title", re.IGNORECASE | re.DOTALL)
 _TAG = re.compile(r"<[^>]*>?")  # an unclosed tag too: the body may be cut at MAX_ERROR_BYTES
@@ -93,9 +97,9 @@ class JsonClient:
     ) -> None:  # fmt: skip
         self.name = name
         self.base_url, credentials = _split_url(base_url, name)
-        sent = {**credentials, **(headers or {})}
-        # gzip: a search answer of whole traces is tens of MB of JSON, a tenth of that gzipped
-        self.headers = {"Accept": "application/json", **sent, "Accept-Encoding": "gzip"}
+        given = {**credentials, **(headers or {})}
+        sent = {k: v for k, v in given.items() if k.title() not in _OWN_HEADERS}
+        self.headers = {**sent, **_OWN_HEADERS}
         self._secrets = _secrets(sent.values())
         self.timeout = timeout
         self.retries = retries
