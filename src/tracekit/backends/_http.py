@@ -29,6 +29,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from tracekit._utf8 import clean_text, without_terminal_sequences
+from tracekit.backends import _deep_json as deep_json
 from tracekit.records import BackendError
 
 MAX_RESPONSE_BYTES = 64 * 1024 * 1024
@@ -336,8 +337,8 @@ class JsonClient:
         try:  # an empty body too: neither Tempo nor Jaeger answers 200 with nothing
             # bytes that are no UTF-8 as U+FFFD, as Go's encoding/json writes them: Jaeger's
             # pdata marshaler copies a string's bytes raw, and one bad attribute sank the answer
-            return json.loads(body.decode("utf-8-sig", "replace"), parse_int=_int_or_float)
-        except (ValueError, RecursionError):  # RecursionError: arrays nested thousands deep
+            return deep_json.loads(body.decode("utf-8-sig", "replace"), _int_or_float)
+        except ValueError:
             raise BackendError(self._not_json(body)) from None
         except MemoryError:  # as Python objects, JSON takes several times its size
             what = f"{len(body) // 2**20} MiB of JSON, more than there is memory to read"
