@@ -4,9 +4,10 @@ No Tempo or Jaeger can run on these machines; ``tempo_fake`` and ``jaeger_fake``
 that answer as those servers do (their encodings from ``otlp_fixtures``, their status codes and
 error bodies), and tests serve them, or a one-off handler, with ``serve`` (``serve_tls``: over
 HTTPS, with the test certificate of ``tls/``, which a client trusts when ``SSL_CERT_FILE`` names
-``tls/ca.pem``). ``serve_raw`` answers
-every connection with fixed bytes, for answers no WSGI server would send (a status line that is not
-HTTP, a chunked body cut short).
+``tls/ca.pem``; ``serve_keep_alive``: with uvicorn, which keeps connections open between
+requests as Go's server behind Tempo and Jaeger does, and werkzeug's does not). ``serve_raw``
+answers every connection with fixed bytes, for answers no WSGI server would send (a status line
+that is not HTTP, a chunked body cut short).
 """
 
 from __future__ import annotations
@@ -15,12 +16,17 @@ import socket
 import ssl
 import sys
 import threading
+import time
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import uvicorn
+from conditions import wait_for
 from loopback import start_werkzeug
+from uvicorn.middleware.wsgi import WSGIMiddleware
 from werkzeug.wrappers import Request, Response
 
 _HERE = Path(__file__).resolve().parent
@@ -75,6 +81,71 @@ def serve_tls() -> Iterator[Callable[[Handler], FakeBackend]]:
 
     def start(handler: Handler) -> FakeBackend:
         started.append(FakeBackend(handler, context))
+        return started[-1]
+
+    yield start
+    for backend in started:
+        backend.close()
+
+
+class KeepAliveBackend:
+    """Serves ``handler`` on 127.0.0.1 as Go's HTTP server does, keeping connections open between
+    requests (werkzeug's dev server closes each), with uvicorn; records every request and the
+    client end of every connection made (``connections``). ``latency``: seconds each request is
+    held before it is answered, as a backend across a network would hold it."""
+
+    def __init__(self, handler: Handler, latency: float = 0.0) -> None:
+        self.handler, self.latency = handler, latency
+        self.requests: list[Request] = []
+        self.connections: set[tuple[str, int]] = set()
+        with warnings.catch_warnings():  # deprecated for a2wsgi, which is not installed here
+            warnings.simplefilter("ignore", DeprecationWarning)
+            self._wsgi = WSGIMiddleware(self._app, workers=16)
+        self.url, self._stop = _serve_with_uvicorn(self._asgi)
+
+    async def _asgi(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            self.connections.add(tuple(scope["client"]))  # type: ignore[arg-type]
+        await self._wsgi(scope, receive, send)  # type: ignore[arg-type]
+
+    def _app(self, environ: dict[str, Any], start_response: Any) -> Any:
+        request = Request(environ)
+        self.requests.append(request)
+        time.sleep(self.latency)
+        return self.handler(request)(environ, start_response)
+
+    def close(self) -> None:
+        self._stop()
+
+
+def _serve_with_uvicorn(app: Any) -> tuple[str, Callable[[], None]]:
+    """``app`` (ASGI) served by uvicorn on a port the system picks; its URL and a stop function.
+    uvicorn binds the port itself, so asyncio sets TCP_NODELAY on each connection, as Go's server
+    does: given a socket made without naming TCP (``start_uvicorn``'s), it did not, and each
+    request on a kept connection waited 40 ms for the client's delayed ACK (Nagle's algorithm
+    holding the body behind the head)."""
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=0, log_level="warning", lifespan="off", interface="asgi3"
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    wait_for(lambda: server.started, 10, "uvicorn to start")
+    port = server.servers[0].sockets[0].getsockname()[1]
+
+    def stop() -> None:
+        server.should_exit = True
+        thread.join(10)
+
+    return f"http://127.0.0.1:{port}", stop
+
+
+@pytest.fixture
+def serve_keep_alive() -> Iterator[Callable[..., KeepAliveBackend]]:
+    started: list[KeepAliveBackend] = []
+
+    def start(handler: Handler, latency: float = 0.0) -> KeepAliveBackend:
+        started.append(KeepAliveBackend(handler, latency))
         return started[-1]
 
     yield start

@@ -25,7 +25,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import zlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from tracekit._utf8 import clean_text, without_terminal_sequences
@@ -42,6 +42,8 @@ _OTHER_HOST = frozenset({62, 64})
 # trace beside its message, which is what is shown, in at most 200 characters
 MAX_ERROR_BYTES = 64 * 1024
 RETRYABLE_STATUS = frozenset({429, 502, 503, 504})
+# idle connections kept per backend: as many as trace reads run at once (``_read_ahead``)
+MAX_KEPT_CONNECTIONS = 8
 # What this client reads, whatever a caller's headers say (in any case: "accept" too): an Accept
 # of protobuf (Tempo answers it so) or an encoding it cannot undo made every answer unreadable.
 # gzip: a search answer of whole traces is tens of MB of JSON, a tenth of that gzipped
@@ -105,8 +107,11 @@ class JsonClient:
         self.timeout = timeout
         self.retries = retries
         self._proxy = _proxy_for(self.base_url)
+        self._keep_alive = _KeepAlive()
         self._opener = urllib.request.build_opener(
-            _SameHostRedirects(), _TrackedHTTPHandler(), _TrackedHTTPSHandler()
+            _SameHostRedirects(),
+            _TrackedHTTPHandler(self._keep_alive),
+            _TrackedHTTPSHandler(self._keep_alive),
         )
 
     def get(self, path: str, params: Mapping[str, str] | None = None) -> Any:
@@ -146,7 +151,7 @@ class JsonClient:
         call for hours: the request runs in a thread, and at the deadline its connections are
         shut, which ends its reads at once."""
         outcome: list[tuple[bool, Any]] = []
-        opened: list[socket.socket] = []
+        opened = _Sockets()
 
         def fetch() -> None:
             _connections.opened = opened
@@ -159,6 +164,7 @@ class JsonClient:
         worker.start()
         worker.join(self.timeout)
         if not outcome:
+            opened.abandoned = True  # its connections are not kept, nor tried again
             for sock in list(opened):
                 with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)
@@ -304,6 +310,7 @@ class JsonClient:
 
     def _http_error(self, error: urllib.error.HTTPError) -> Exception:
         body = _error_body(error)
+        error.close()  # its connection is kept for the next request when the body was all read
         document = _json_or_none(body)
         detail = self.printable(_reason(body, document))
         if error.code == 404:
@@ -363,10 +370,17 @@ class JsonClient:
         return self.redact(flat)[:limit]
 
 
+class _Sockets(list[socket.socket]):
+    """The sockets one request's thread connected or took from the pool, for its caller to shut
+    at the deadline; ``abandoned`` once it has."""
+
+    abandoned = False
+
+
 class _Connections(threading.local):
     """The sockets a request thread opened, for the caller to shut at the deadline."""
 
-    opened: list[socket.socket] | None = None
+    opened: _Sockets | None = None
 
 
 _connections = _Connections()
@@ -385,15 +399,121 @@ class _TrackedHTTPSConnection(_TrackedHTTPConnection, http.client.HTTPSConnectio
     """The same over TLS (HTTPS's connect wraps the socket, then ours notes it)."""
 
 
+class _KeptResponse(http.client.HTTPResponse):
+    """A response that, once closed, hands its connection back (``release``): to be kept for
+    the next request when its body was read to the end and the server keeps the connection
+    open, else to be closed."""
+
+    release: Callable[[bool], None] | None = None
+
+    def close(self) -> None:
+        whole = self.fp is None  # http.client lets go of the socket's file at the body's end
+        super().close()
+        release, self.release = self.release, None
+        if release is not None:
+            release(whole and not self.will_close)
+
+
+_TrackedHTTPConnection.response_class = _KeptResponse
+
+
+class _KeepAlive:
+    """Open connections kept between requests, for one client: without them every trace read
+    was a new TCP connection (and TLS handshake), a round trip or three more per read. A
+    connection found closed by the server once it sends (an idle one Go's server let go of) is
+    replaced by a new one, once: every request here is a GET, safe to send again."""
+
+    def __init__(self) -> None:
+        self._idle: dict[tuple[object, ...], list[_TrackedHTTPConnection]] = {}
+        self._lock = threading.Lock()
+
+    def open(
+        self, kind: type[_TrackedHTTPConnection], req: urllib.request.Request, **options: Any
+    ) -> http.client.HTTPResponse:
+        """The response to ``req`` over a kept connection, else a new one (``kind(**options)``)."""
+        tunnel = getattr(req, "_tunnel_host", None)  # an https:// backend behind a proxy
+        key = (kind, req.host, tunnel)
+        kept = self._take(key)
+        if kept is not None:
+            try:
+                return self._send(kept, key, req, timeout=req.timeout)
+            except (ConnectionError, http.client.BadStatusLine):
+                kept.close()
+                if _connections.opened is not None and _connections.opened.abandoned:
+                    raise
+        connection = kind(req.host, timeout=req.timeout, **options)
+        headers = _request_headers(req)
+        if tunnel:  # the proxy's credentials go with the CONNECT, not to the backend
+            proxy_auth = {k: headers.pop(k) for k in list(headers) if k == "Proxy-Authorization"}
+            connection.set_tunnel(tunnel, headers=proxy_auth)
+        try:
+            return self._send(connection, key, req)
+        except OSError as error:  # as urllib reports it: the caller reads its reason
+            connection.close()
+            raise urllib.error.URLError(error) from None
+
+    def _send(
+        self, connection: _TrackedHTTPConnection, key: tuple[object, ...],
+        req: urllib.request.Request, timeout: float | None = None,
+    ) -> http.client.HTTPResponse:  # fmt: skip
+        if timeout is not None and connection.sock is not None:  # a kept one: this request's
+            connection.sock.settimeout(timeout)
+            if _connections.opened is not None:
+                _connections.opened.append(connection.sock)
+        headers = _request_headers(req)
+        if key[2]:  # tunnelled: the proxy had its credentials with the CONNECT
+            headers.pop("Proxy-Authorization", None)
+        connection.request(req.get_method(), req.selector, req.data, headers)
+        response = connection.getresponse()
+        assert isinstance(response, _KeptResponse)
+        response.release = lambda reusable: self._give_back(key, connection, reusable)
+        response.url, response.msg = req.get_full_url(), response.reason  # type: ignore[assignment]
+        return response
+
+    def _take(self, key: tuple[object, ...]) -> _TrackedHTTPConnection | None:
+        with self._lock:
+            idle = self._idle.get(key)
+            return idle.pop() if idle else None
+
+    def _give_back(
+        self, key: tuple[object, ...], connection: _TrackedHTTPConnection, reusable: bool
+    ) -> None:
+        abandoned = _connections.opened is not None and _connections.opened.abandoned
+        if not reusable or abandoned:
+            connection.close()
+            return
+        with self._lock:
+            idle = self._idle.setdefault(key, [])
+            if len(idle) < MAX_KEPT_CONNECTIONS:
+                idle.append(connection)
+                return
+        connection.close()
+
+
+def _request_headers(req: urllib.request.Request) -> dict[str, str]:
+    """What urllib would send of ``req``'s headers (those not passed on by a redirect too)."""
+    headers = {k.title(): v for k, v in req.header_items()}
+    headers["Connection"] = "keep-alive"
+    return headers
+
+
 class _TrackedHTTPHandler(urllib.request.HTTPHandler):
+    def __init__(self, keep_alive: _KeepAlive) -> None:
+        super().__init__()
+        self._keep_alive = keep_alive
+
     def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
-        return self.do_open(_TrackedHTTPConnection, req)
+        return self._keep_alive.open(_TrackedHTTPConnection, req)
 
 
 class _TrackedHTTPSHandler(urllib.request.HTTPSHandler):
+    def __init__(self, keep_alive: _KeepAlive) -> None:
+        super().__init__()
+        self._keep_alive = keep_alive
+
     def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
         _refuse_a_ca_file_that_waits()
-        return self.do_open(_TrackedHTTPSConnection, req, context=_tracked_tls_context())
+        return self._keep_alive.open(_TrackedHTTPSConnection, req, context=_tracked_tls_context())
 
 
 class _CaFileThatWaits(Exception):

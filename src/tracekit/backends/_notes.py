@@ -9,6 +9,7 @@ failed), which ends up in that request's path (``Path.warnings``).
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Iterable
 
 Notify = Callable[[str], None]
@@ -23,20 +24,24 @@ class Notes:
         self._notify = notify or _log.warning
         self._said: set[str] = set()
         self._by_trace: dict[str, list[str]] = {}
+        self._lock = threading.Lock()  # traces are read several at once (``_read_ahead``)
 
     def once(self, message: str, key: str | None = None) -> None:
         """Tell the reader ``message`` unless it (or another message under ``key``: one whose
         wording changes from call to call, such as a time) was told already."""
         said = message if key is None else key
-        if said not in self._said:
+        with self._lock:
+            new = said not in self._said
             self._said.add(said)
+        if new:
             self._notify(message)
 
     def warn(self, trace_id: str, message: str) -> None:
         """Remember a warning that belongs to the path of any request containing ``trace_id``."""
-        kept = self._by_trace.setdefault(trace_id, [])
-        if message not in kept:
-            kept.append(message)
+        with self._lock:
+            kept = self._by_trace.setdefault(trace_id, [])
+            if message not in kept:
+                kept.append(message)
 
     def warnings_for(self, trace_ids: Iterable[str]) -> list[str]:
         """The warnings about these traces, each once, in the order the traces are given."""

@@ -29,7 +29,8 @@ class RemoteSource:
 
     def spans_by_trace_ids(self, trace_ids: Iterable[str]) -> list[SpanRecord]:
         """Every span of the given traces (unknown ids contribute nothing)."""
-        return [span for trace_id in trace_ids for span in self._traces.spans(trace_id.lower())]
+        wanted = (trace_id.lower() for trace_id in trace_ids)
+        return [span for spans in self._traces.each(wanted) for span in spans]
 
     def first_spans_by_trace_ids(self, trace_ids: Iterable[str], limit: int) -> list[SpanRecord]:
         """The ``limit`` earliest spans of the traces read in the order given until ``limit``
