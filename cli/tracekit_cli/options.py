@@ -106,8 +106,9 @@ def backend_options(command: F) -> F:
         click.option("--store", "store", metavar="PATH", cls=StoreOption),
         click.option("--tempo", metavar="URL", help="Read from Grafana Tempo's HTTP API."),
         click.option("--jaeger", metavar="URL", help="Read from Jaeger's api_v3 (HTTP)."),
-        click.option("--timeout", type=Number(0.1, 300), default=10.0, show_default=True,
-                     help="Seconds to wait for a remote backend per request."),
+        click.option("--timeout", type=Number(0.1, 600), default=30.0, show_default=True,
+                     help="Seconds a remote backend's answers may take, for the whole command "
+                     "(every request and retry); past them, exit 2."),
         click.option("--header", metavar="NAME=VALUE", multiple=True, expose_value=False,
                      callback=_keep_headers, help="Send this header to --tempo or --jaeger "
                      f"(tenant, credentials); repeatable [also: ${HEADERS_ENV}]."),
@@ -200,12 +201,12 @@ def _remote_source(
     if tempo:
         from tracekit.backends.tempo import TempoSource
 
-        return TempoSource(tempo, timeout=timeout, service=newest_of, headers=headers,
-                           notify=warn)  # fmt: skip
+        return TempoSource(tempo, timeout=timeout, total_timeout=timeout, service=newest_of,
+                           headers=headers, notify=warn)  # fmt: skip
     from tracekit.backends.jaeger import JaegerSource
 
-    return JaegerSource(jaeger or "", timeout=timeout, service=service, headers=headers,
-                        notify=warn, newest_of=newest_of)  # fmt: skip
+    return JaegerSource(jaeger or "", timeout=timeout, total_timeout=timeout, service=service,
+                        headers=headers, notify=warn, newest_of=newest_of)  # fmt: skip
 
 
 def _store(store: str | None) -> SpanSource:

@@ -92,11 +92,15 @@ class HTTPStatusError(BackendError):
 
 
 class JsonClient:
-    """GET JSON documents from one base URL (which may carry a path prefix) with fixed headers."""
+    """GET JSON documents from one base URL (which may carry a path prefix) with fixed headers.
+
+    ``timeout``: seconds for one request, its whole answer; ``total_timeout``: seconds for every
+    request and retry from the first request on (the CLI's ``--timeout``, which bounds the
+    command): a request gets what is left, and no retry starts once it is spent."""
 
     def __init__(
         self, base_url: str, *, name: str, timeout: float = 10.0, retries: int = 2,
-        headers: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None, total_timeout: float | None = None,
     ) -> None:  # fmt: skip
         self.name = name
         self.base_url, credentials = _split_url(base_url, name)
@@ -105,6 +109,9 @@ class JsonClient:
         self.headers = {**sent, **_OWN_HEADERS}
         self._secrets = _secrets(sent.values())
         self.timeout = timeout
+        self.total_timeout = total_timeout
+        self._deadline: float | None = None  # time.monotonic() when total_timeout ends
+        self._tries = 0  # requests sent, retries too
         self.retries = retries
         self._proxy = _proxy_for(self.base_url)
         self._keep_alive = _KeepAlive()
@@ -121,18 +128,44 @@ class JsonClient:
             # a name or ID read from an answer may hold a lone surrogate (JSON's "\ud800"), which
             # UTF-8 cannot: sent as U+FFFD, as the store keeps such text, not a UnicodeEncodeError
             url += "?" + urllib.parse.urlencode({k: clean_text(v) for k, v in params.items()})
+        if self.total_timeout is not None and self._deadline is None:
+            self._deadline = time.monotonic() + self.total_timeout
         for attempt in range(self.retries + 1):
+            self._tries += 1
             try:
-                return self._get_within_timeout(url)
+                return self._get_within_timeout(url, self._time_left())
             except _Retryable as error:
+                if self._tries > 1 and not self._has_time_for(0):  # cut short by the deadline
+                    raise self._out_of_time() from None
                 wait = max(min(0.2 * 2**attempt, 1.0), error.retry_after or 0)
-                if error.retry_after is not None and error.retry_after > self.timeout:
+                asked = error.retry_after
+                if asked is not None and (asked > self.timeout or not self._has_time_for(asked)):
                     asks = f" (it asks to retry after {error.retry_after:.0f} s)"
                     raise BackendError(f"{self.where}: {error}{asks}") from None
-                if attempt == self.retries:
+                if attempt == self.retries or not self._has_time_for(wait):
                     raise BackendError(f"{self.where}: {error}") from None
                 time.sleep(wait)
         raise AssertionError("unreachable")
+
+    def _time_left(self) -> float:
+        """How long the next try may take: ``timeout``, or what is left of ``total_timeout``;
+        BackendError once that is spent (the requests still to make are not made)."""
+        if self._deadline is None:
+            return self.timeout
+        left = self._deadline - time.monotonic()
+        if left <= 0:
+            raise self._out_of_time()
+        return min(self.timeout, left)
+
+    def _out_of_time(self) -> BackendError:
+        return BackendError(
+            f"{self.where}: its answers took longer than the {self.total_timeout:g} s given to "
+            "the whole command (--timeout): a longer timeout may let it finish"
+        )
+
+    def _has_time_for(self, wait: float) -> bool:
+        """Whether a retry after ``wait`` seconds starts within ``total_timeout``."""
+        return self._deadline is None or time.monotonic() + wait < self._deadline
 
     @property
     def where(self) -> str:
@@ -145,8 +178,8 @@ class JsonClient:
             text = text.replace(secret, REDACTED)
         return text
 
-    def _get_within_timeout(self, url: str) -> Any:
-        """``_get_once`` bounded by ``timeout`` as a whole. The socket's timeout bounds each
+    def _get_within_timeout(self, url: str, limit: float) -> Any:
+        """``_get_once`` bounded by ``limit`` seconds as a whole. The socket's timeout bounds each
         read, so a server sending its answer (head or body) a byte at a time would hold the
         call for hours: the request runs in a thread, and at the deadline its connections are
         shut, which ends its reads at once."""
@@ -156,19 +189,19 @@ class JsonClient:
         def fetch() -> None:
             _connections.opened = opened
             try:
-                outcome.append((True, self._get_once(url)))
+                outcome.append((True, self._get_once(url, limit)))
             except BaseException as error:  # handed to the caller as it is
                 outcome.append((False, error))
 
         worker = threading.Thread(target=fetch, name="tracekit-backend-get", daemon=True)
         worker.start()
-        worker.join(self.timeout)
+        worker.join(limit)
         if not outcome:
             opened.abandoned = True  # its connections are not kept, nor tried again
             for sock in list(opened):
                 with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)
-            raise self._timed_out(opened)
+            raise self._timed_out(opened, limit)
         succeeded, value = outcome.pop()
         try:
             if not succeeded:
@@ -177,10 +210,10 @@ class JsonClient:
         finally:
             del value  # no cycle through the re-raised exception's traceback
 
-    def _get_once(self, url: str) -> Any:
+    def _get_once(self, url: str, limit: float) -> Any:
         request = urllib.request.Request(url, headers=self.headers)  # noqa: S310
         try:
-            with self._opener.open(request, timeout=self.timeout) as response:
+            with self._opener.open(request, timeout=limit) as response:
                 body = response.read(MAX_RESPONSE_BYTES + 1)
                 # read(n) returns what came before the connection closed, without a word
                 cut_short = bool(response.length) and len(body) <= MAX_RESPONSE_BYTES
@@ -194,7 +227,7 @@ class JsonClient:
             if isinstance(reason, ssl.SSLError):  # the server answered: no retry will change it
                 raise BackendError(self._tls_failure(reason)) from None
             if isinstance(reason, TimeoutError):
-                raise self._timed_out(_connections.opened or []) from None
+                raise self._timed_out(_connections.opened or [], limit) from None
             if self._proxy and str(reason).startswith(_TUNNEL_REFUSED):  # the proxy answered
                 raise BackendError(self._tunnel_refused(str(reason))) from None
             raise self._unreachable(self.printable(str(reason))) from None
@@ -231,7 +264,7 @@ class JsonClient:
             raise self._too_large()
         return plain
 
-    def _timed_out(self, opened: list[socket.socket]) -> _Retryable:
+    def _timed_out(self, opened: list[socket.socket], limit: float) -> _Retryable:
         """A request that ran out of time: before a connection, the server is unreachable;
         after, it is there but slow (a search over days of traces), which a longer timeout
         may answer: "unreachable" sent users looking at the network. In between, a server
@@ -241,9 +274,9 @@ class JsonClient:
             return self._unreachable("timed out")
         if any(isinstance(s, _TrackedSSLSocket) and not s.handshaken for s in opened):
             return _Retryable(f"took the connection but finished no TLS handshake within "
-                              f"{self.timeout:g} s (timed out): does it serve HTTPS on that "
+                              f"{limit:.3g} s (timed out): does it serve HTTPS on that "
                               "port?")  # fmt: skip
-        return _Retryable(f"no whole answer within {self.timeout:g} s (timed out: a slow "
+        return _Retryable(f"no whole answer within {limit:.3g} s (timed out: a slow "
                           "search may need a longer timeout)")  # fmt: skip
 
     def _unreachable(self, why: str) -> _Retryable:

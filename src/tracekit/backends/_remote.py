@@ -19,11 +19,12 @@ class RemoteSource:
 
     def __init__(
         self, base_url: str, *, name: str, timeout: float, retries: int,
-        headers: Mapping[str, str] | None, notify: Notify | None,
+        headers: Mapping[str, str] | None, notify: Notify | None, total_timeout: float | None,
     ) -> None:  # fmt: skip
         self.client = JsonClient(
-            base_url, name=name, timeout=timeout, retries=retries, headers=headers
-        )
+            base_url, name=name, timeout=timeout, retries=retries, headers=headers,
+            total_timeout=total_timeout,
+        )  # fmt: skip
         self.notes = Notes(notify)
         self._traces = Traces(self._fetch_trace)
 

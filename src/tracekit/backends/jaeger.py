@@ -105,11 +105,12 @@ class JaegerSource(RemoteSource):
     def __init__(
         self, base_url: str, *, timeout: float = 10.0, retries: int = 2, service: str | None = None,
         headers: Mapping[str, str] | None = None, notify: Notify | None = None,
+        total_timeout: float | None = None,
         newest_of: str | None = None,
     ) -> None:  # fmt: skip
         super().__init__(
             base_url, name="Jaeger", timeout=timeout, retries=retries, headers=headers,
-            notify=notify,
+            notify=notify, total_timeout=total_timeout,
         )  # fmt: skip
         self.service = service
         self.newest_of = newest_of or service

@@ -97,10 +97,11 @@ class TempoSource(RemoteSource):
     def __init__(
         self, base_url: str, *, timeout: float = 10.0, retries: int = 2, service: str | None = None,
         headers: Mapping[str, str] | None = None, notify: Notify | None = None,
+        total_timeout: float | None = None,
     ) -> None:  # fmt: skip
         super().__init__(
             base_url, name="Tempo", timeout=timeout, retries=retries, headers=headers,
-            notify=notify,
+            notify=notify, total_timeout=total_timeout,
         )  # fmt: skip
         self.service = service
         self._use_v2 = True
