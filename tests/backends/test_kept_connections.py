@@ -98,3 +98,37 @@ def test_a_kept_connection_the_server_closed_is_replaced(serve_raw: Any) -> None
     client = JsonClient(backend.url, name="Jaeger", retries=0)
     assert [client.get("/api/v3/services") for _ in range(3)] == [{"services": []}] * 3
     assert backend.connections == 3
+
+
+def test_jaeger_searches_its_services_for_a_correlation_id_several_at_once(
+    serve_keep_alive: Any,
+) -> None:
+    """Jaeger is searched service by service; once an answer shows it filters by the
+    correlation ID (2.19 on), the other services' searches are sent together, each held here
+    until another is in flight beside it (or 1 s has passed)."""
+    t = Topology("req-deep")
+    parent = t.span("svc-0", "GET /", "SERVER", 0, 100)
+    for n in range(1, 6):
+        parent = t.http(parent, f"svc-{n}", "/next", n, 100 - n)[1]
+    jaeger = FakeJaeger(recent(t.spans))
+    in_flight, most = [0], [0]
+    company = threading.Condition()
+
+    def held(request: Request) -> Response:
+        if request.path != "/api/v3/traces":
+            return jaeger(request)
+        with company:
+            in_flight[0] += 1
+            most[0] = max(most[0], in_flight[0])
+            company.notify_all()
+            company.wait_for(lambda: in_flight[0] > 1, timeout=1)
+        try:
+            return jaeger(request)
+        finally:
+            with company:
+                in_flight[0] -= 1
+
+    backend = serve_keep_alive(held)
+    code, _, err = run("trace", "req-deep", "--jaeger", backend.url)
+    assert (code, err) == (0, "")
+    assert 1 < most[0] <= PARALLEL_READS

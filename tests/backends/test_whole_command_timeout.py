@@ -43,10 +43,10 @@ def held(app: Any, seconds: float) -> Any:
 
 
 def test_a_command_of_many_requests_stops_at_its_timeout(serve: Any) -> None:
-    """Jaeger searches a correlation ID service by service: six requests of 0.3 s each, every
+    """Jaeger's service map searches service by service: six requests of 0.3 s each, every
     one well within the 1 s, and the command took 2 s."""
     backend = serve(held(FakeJaeger(over_services(5)), 0.3))
-    code, out, err = run("trace", "req-long", "--jaeger", backend.url, "--timeout", "1")
+    code, out, err = run("services", "--since", "1h", "--jaeger", backend.url, "--timeout", "1")
     assert (code, out) == (2, "")
     assert err == (
         f"tracekit: Jaeger at {backend.url}: its answers took longer than the 1 s given to the "

@@ -34,6 +34,7 @@ from tracekit.backends._http import AnswerTooLarge, HTTPStatusError, NotFound, o
 from tracekit.backends._jaeger_summary import summaries
 from tracekit.backends._notes import Notify
 from tracekit.backends._otlp_json import Wanted, spans_from_batches
+from tracekit.backends._read_ahead import PARALLEL_READS, in_order
 from tracekit.backends._remote import CLOCK_SLACK_SECONDS, RemoteSource
 from tracekit.backends._requests import carried_correlation_id, root_span
 from tracekit.records import (
@@ -115,6 +116,7 @@ class JaegerSource(RemoteSource):
         self.service = service
         self.newest_of = newest_of or service
         self._listed: list[str] | None = None  # the services Jaeger lists, asked for once
+        self._filters = False  # whether an answer showed query.attributes applied (2.19 on)
 
     def spans_by_correlation_id(self, correlation_id: str) -> list[SpanRecord]:
         """Spans carrying ``correlation.id``, searched service by service."""
@@ -403,10 +405,12 @@ class JaegerSource(RemoteSource):
     def _searches(
         self, services: list[str], attributes: dict[str, str], since: float, *,
         limit: int = MAX_TRACES_PER_SEARCH, min_duration_ms: float | None = None,
-        capped: _Capped | None = None,
+        capped: _Capped | None = None, ahead: Callable[[], int] = lambda: 1,
     ) -> Iterator[list[SpanRecord]]:  # fmt: skip
         """The spans of each service's search answer, one answer at a time, less the traces an
         earlier answer held (Jaeger answers whole traces, whichever service found them).
+        ``ahead()``: how many searches are sent at once, their answers read in turn (more than
+        one only for searches answering few traces: each answer waiting is held whole).
 
         ``capped`` hears of an answer that reaches ``limit`` (the service and its spans) where
         ``limit`` is tracekit's own bound, not the reader's: that service's older traces in the
@@ -417,10 +421,14 @@ class JaegerSource(RemoteSource):
             return
         answered: set[str] = set()
         failed: dict[str, HTTPStatusError] = {}
+        planned = [
+            (service, _search_params(service, attributes, (since, until), limit, min_duration_ms))
+            for service in services
+        ]
+        sent = in_order(self._sent_ahead, planned, ahead)
         try:
-            for service in services:
-                params = _search_params(service, attributes, (since, until), limit, min_duration_ms)
-                searched = self._search_answer(service, params, failed, answered)
+            for (service, params), first in sent:
+                searched = self._search_answer(service, params, failed, answered, first)
                 if searched is None:
                     continue
                 found, traces = searched
@@ -435,16 +443,26 @@ class JaegerSource(RemoteSource):
         if failed and len(failed) == len(set(services)):
             raise next(iter(failed.values()))  # nothing else to show: the error is the answer
 
+    def _searches_ahead(self) -> int:
+        """Searches for a correlation ID sent at once: several where Jaeger answers only the
+        traces carrying it (2.19 on); one at a time until an answer shows it does (before, it
+        answers 100 whole traces a search, which would wait in memory)."""
+        return PARALLEL_READS if self._filters else 1
+
+    def _sent_ahead(self, planned: tuple[str, dict[str, str]]) -> _Answered:
+        """One service's search, sent while the answers before it are read."""
+        return _Answered(lambda: self._get("/api/v3/traces", planned[1]))
+
     def _search_answer(
         self, service: str, params: dict[str, str], failed: dict[str, HTTPStatusError],
-        answered: set[str],
+        answered: set[str], first: _Answered | None = None,
     ) -> tuple[list[SpanRecord], set[str]] | None:  # fmt: skip
         """The spans of one service's search answer but those of the traces ``answered``
         before, and every trace it answered; None when Jaeger's storage failed it (HTTP 500),
         which ``failed`` keeps: the other services' answers still tell (Jaeger answers whole
         traces)."""
         try:
-            found, traces, _ = self._search(params, answered)
+            found, traces, _ = self._search(params, answered, first)
             return found, traces
         except HTTPStatusError as error:
             if error.status != 500:  # a refusal of the query itself: every search would fail
@@ -453,21 +471,22 @@ class JaegerSource(RemoteSource):
             return None
 
     def _search(
-        self, params: dict[str, str], held: Container[str] = frozenset()
-    ) -> tuple[list[SpanRecord], set[str], int]:
+        self, params: dict[str, str], held: Container[str] = frozenset(),
+        first: _Answered | None = None,
+    ) -> tuple[list[SpanRecord], set[str], int]:  # fmt: skip
         """The spans a search answers but those of the traces ``held`` (read before: a request
         over ten services was answered, and read, ten times whole), every trace it answered,
         and how many traces it asked for: fewer than ``query.num_traces`` when that many whole
         traces are more than any answer may hold (a quarter as many each time, said once),
-        rather than no answer at all."""
+        rather than no answer at all. ``first``: the answer to ``params``, sent already."""
         asked = int(params["query.num_traces"])
         while True:
             try:
-                return *self._answer(params, asked, held), asked
+                return *self._answer(params, asked, held, first), asked
             except AnswerTooLarge:
                 if asked == 1:
                     raise
-                asked = max(1, asked // 4)
+                asked, first = max(1, asked // 4), None
                 self.notes.once(
                     f"{self.client.where}: a search's whole traces are more than "
                     "an answer may hold (64 MiB of JSON): asking for a quarter as many at a "
@@ -476,16 +495,20 @@ class JaegerSource(RemoteSource):
                 )
 
     def _answer(
-        self, params: dict[str, str], asked: int, held: Container[str]
+        self, params: dict[str, str], asked: int, held: Container[str], first: _Answered | None
     ) -> tuple[list[SpanRecord], set[str]]:
-        """One search for ``asked`` traces: the spans of those not ``held``, and every trace."""
+        """One search for ``asked`` traces (``first``: its answer, sent already): the spans of
+        those not ``held``, and every trace."""
         traces: set[str] = set()
 
         def unread(trace_id: str) -> bool:
             traces.add(trace_id)
             return trace_id not in held
 
-        answer = self._get("/api/v3/traces", {**params, "query.num_traces": str(asked)})
+        if first is None:
+            answer = self._get("/api/v3/traces", {**params, "query.num_traces": str(asked)})
+        else:
+            answer = first.answer()
         return self._spans(answer, unread), traces
 
     def _say_capped(self, service: str, traces: set[str], found: list[SpanRecord]) -> None:
@@ -516,12 +539,15 @@ class JaegerSource(RemoteSource):
 
         attributes = {CORRELATION_ATTRIBUTE: correlation_id}
         since = time.time() - LOOKBACK_SECONDS
-        for spans in self._searches(self._services(), attributes, since, capped=full):
+        ahead = self._searches_ahead
+        for spans in self._searches(self._services(), attributes, since, capped=full, ahead=ahead):
             carrying = [s for s in spans if s.correlation_id == correlation_id]
             carried.update(s.trace_id for s in carrying)
             yield from carrying
         others = [] if carried or not self.service else self._trimmed_to(self.service)
-        for spans in self._searches(others, attributes, since, capped=full) if others else []:
+        for spans in (
+            self._searches(others, attributes, since, capped=full, ahead=ahead) if others else []
+        ):
             yield from (s for s in spans if s.correlation_id == correlation_id)
 
     def _check_attributes_applied(
@@ -532,6 +558,7 @@ class JaegerSource(RemoteSource):
         for span in spans:
             matches = all(span.attributes.get(k) == v for k, v in attributes.items())
             by_trace[span.trace_id] = by_trace.get(span.trace_id, False) or matches
+        self._filters = self._filters or bool(attributes and by_trace and all(by_trace.values()))
         if attributes and not all(by_trace.values()):
             self.notes.once(
                 f"{self.client.where} ignores query.attributes (it needs "
@@ -572,6 +599,23 @@ class JaegerSource(RemoteSource):
                 "URL Jaeger's, with its base path?"
             )
         return answer
+
+
+class _Answered:
+    """What a search sent ahead answered, or the error it raised, given back in its turn."""
+
+    def __init__(self, send: Callable[[], Any]) -> None:
+        self._answer: Any = None
+        self._error: BackendError | None = None
+        try:
+            self._answer = send()
+        except BackendError as error:
+            self._error = error
+
+    def answer(self) -> Any:
+        if self._error is not None:
+            raise self._error
+        return self._answer
 
 
 def _matching(
