@@ -9,6 +9,7 @@ connection (and TLS handshake), read after the one before: 100 traces 50 ms away
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -41,6 +42,31 @@ def requests(count: int, correlation_id: str | None = None) -> list[Any]:
     return recent(spans)
 
 
+class HeldForCompany:
+    """``fake``'s answers; each request ``held`` picks waits until another is in flight beside
+    it (or 1 s has passed): sent one after another, none ever has company. ``most``: the most
+    in flight at once."""
+
+    def __init__(self, fake: Any, held: Callable[[Request], bool]) -> None:
+        self.fake, self.held = fake, held
+        self.in_flight = self.most = 0
+        self._company = threading.Condition()
+
+    def __call__(self, request: Request) -> Response:
+        if not self.held(request):
+            return self.fake(request)
+        with self._company:
+            self.in_flight += 1
+            self.most = max(self.most, self.in_flight)
+            self._company.notify_all()
+            self._company.wait_for(lambda: self.in_flight > 1, timeout=1)
+        try:
+            return self.fake(request)
+        finally:
+            with self._company:
+                self.in_flight -= 1
+
+
 def run(*args: str) -> tuple[int, str, str]:
     result = CliRunner().invoke(cli, [*args, "--format", "json"],
                                 env={"TRACEKIT_BACKEND_HEADERS": ""})  # fmt: skip
@@ -61,32 +87,14 @@ def test_services_reads_every_trace_over_a_few_connections(serve_keep_alive: Any
 def test_the_traces_of_a_request_are_read_several_at_once(
     serve_keep_alive: Any, option: str, fake: Any
 ) -> None:
-    """Each trace read is held until another is in flight beside it (or 1 s has passed): read
-    one after another, none ever had company."""
+    """Each trace read is held until another is in flight beside it (``HeldForCompany``)."""
     spans = requests(4, correlation_id="req-shared")
-    in_flight, most = [0], [0]
-    company = threading.Condition()
-
-    def held(request: Request) -> Response:
-        if "/traces/" not in request.path:
-            return fake_backend(request)
-        with company:
-            in_flight[0] += 1
-            most[0] = max(most[0], in_flight[0])
-            company.notify_all()
-            company.wait_for(lambda: in_flight[0] > 1, timeout=1)
-        try:
-            return fake_backend(request)
-        finally:
-            with company:
-                in_flight[0] -= 1
-
-    fake_backend = fake(spans)
+    held = HeldForCompany(fake(spans), lambda request: "/traces/" in request.path)
     backend = serve_keep_alive(held)
     trace_ids = sorted({s.trace_id for s in spans})
     code, _, err = run("trace", trace_ids[0], option, backend.url)
     assert (code, err) == (0, "")
-    assert 1 < most[0] <= PARALLEL_READS
+    assert 1 < held.most <= PARALLEL_READS
 
 
 def test_a_kept_connection_the_server_closed_is_replaced(serve_raw: Any) -> None:
@@ -104,31 +112,14 @@ def test_jaeger_searches_its_services_for_a_correlation_id_several_at_once(
     serve_keep_alive: Any,
 ) -> None:
     """Jaeger is searched service by service; once an answer shows it filters by the
-    correlation ID (2.19 on), the other services' searches are sent together, each held here
-    until another is in flight beside it (or 1 s has passed)."""
+    correlation ID (2.19 on), the other services' searches are sent together (each held until
+    another is in flight beside it: ``HeldForCompany``)."""
     t = Topology("req-deep")
     parent = t.span("svc-0", "GET /", "SERVER", 0, 100)
     for n in range(1, 6):
         parent = t.http(parent, f"svc-{n}", "/next", n, 100 - n)[1]
-    jaeger = FakeJaeger(recent(t.spans))
-    in_flight, most = [0], [0]
-    company = threading.Condition()
-
-    def held(request: Request) -> Response:
-        if request.path != "/api/v3/traces":
-            return jaeger(request)
-        with company:
-            in_flight[0] += 1
-            most[0] = max(most[0], in_flight[0])
-            company.notify_all()
-            company.wait_for(lambda: in_flight[0] > 1, timeout=1)
-        try:
-            return jaeger(request)
-        finally:
-            with company:
-                in_flight[0] -= 1
-
+    held = HeldForCompany(FakeJaeger(recent(t.spans)), lambda r: r.path == "/api/v3/traces")
     backend = serve_keep_alive(held)
     code, _, err = run("trace", "req-deep", "--jaeger", backend.url)
     assert (code, err) == (0, "")
-    assert 1 < most[0] <= PARALLEL_READS
+    assert 1 < held.most <= PARALLEL_READS
