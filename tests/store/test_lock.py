@@ -149,17 +149,37 @@ def test_a_commit_waits_while_another_process_holds_the_lock_then_lands(tmp_path
     path = tmp_path / "s.db"
     with Store(path) as store:
         store.write_spans(batch(0))
-        holder = _hold_in_another_process(f"{path}-lock")
-        try:
-            thread, done = _in_thread(lambda: store.write_spans(batch(1)))
-            wait_for(lambda: _waiting_in_lock(thread), timeout=10)
-            assert done == [] and Store(path).count_spans() == 200
-        finally:
-            assert holder.stdin is not None
-            holder.stdin.close()
-            holder.wait(10)
-        thread.join(10)
-        assert done == [None] and store.count_spans() == 400
+        _second_batch_waits_for_a_holder(store)
+
+
+def test_a_lock_file_removed_while_open_is_taken_where_other_writers_take_it(
+    tmp_path: Path,
+) -> None:
+    """An empty file never written to looks stale, and a clean-up may remove it while a service
+    writes. Writers that start after create it again: a connection that kept locking the file
+    it opened first, gone from the folder, committed beside them (in 9 ms, while the new file
+    was held)."""
+    path = tmp_path / "s.db"
+    with Store(path) as store:
+        store.write_spans(batch(0))
+        os.remove(f"{path}-lock")
+        _second_batch_waits_for_a_holder(store)
+
+
+def _second_batch_waits_for_a_holder(store: Store) -> None:
+    """Another process takes the store's lock file: a batch written meanwhile waits for it to
+    let go, then lands."""
+    holder = _hold_in_another_process(f"{store.path}-lock")
+    try:
+        thread, done = _in_thread(lambda: store.write_spans(batch(1)))
+        wait_for(lambda: _waiting_in_lock(thread), timeout=10)
+        assert done == [] and Store(store.path).count_spans() == 200
+    finally:
+        assert holder.stdin is not None
+        holder.stdin.close()
+        holder.wait(10)
+    thread.join(10)
+    assert done == [None] and store.count_spans() == 400
 
 
 def test_a_lock_held_past_the_wait_is_a_busy_error_not_a_hang(tmp_path: Path) -> None:

@@ -60,12 +60,11 @@ class StoreLock:
             self._threads.release()
 
     def _take(self, deadline: float) -> None:
-        fd = self._descriptor()
         pause = _FIRST_PAUSE_S
         while True:
+            fd = self._descriptor()
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return
             except BlockingIOError:
                 # flock has no timeout: a holder that stopped (SIGSTOP, a debugger) must cost a
                 # busy error, as SQLite's own lock would, not a writer hung for good
@@ -74,6 +73,21 @@ class StoreLock:
                     raise self._busy() from None
                 time.sleep(min(pause, deadline - now))
                 pause = min(2 * pause, _LONGEST_PAUSE_S)
+                continue
+            if self._still_at_path(fd):
+                return
+            self.close()  # and lock the file a connection opened now would open
+
+    def _still_at_path(self, fd: int) -> bool:
+        """Whether ``fd`` is still the file at ``path``: one removed (a clean-up of lock files
+        that look stale) or replaced is one no connection opened since locks, so holding it
+        keeps none of them out. A folder removed with it holds no store for anyone to write."""
+        try:
+            named = os.stat(self.path, follow_symlinks=False)
+        except FileNotFoundError:
+            return not os.path.isdir(os.path.dirname(self.path))
+        held = os.fstat(fd)
+        return (named.st_dev, named.st_ino) == (held.st_dev, held.st_ino)
 
     def _descriptor(self) -> int:
         """This process's descriptor of the lock file: one a fork() inherited shares the
