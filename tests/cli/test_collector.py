@@ -220,6 +220,19 @@ def test_a_store_path_that_cannot_be_made_is_named_once(tmp_path: Path) -> None:
     assert result.stderr == f"tracekit collector: cannot open store {path}: Not a directory\n"
 
 
+def test_a_lock_file_that_cannot_be_opened_is_named(tmp_path: Path) -> None:
+    """A folder (or a symbolic link) where the store's lock file goes: the line said `cannot
+    open store F/x.db: Is a directory` of a store that is a file, or none yet."""
+    path = tmp_path / "x.db"
+    (tmp_path / "x.db-lock").mkdir()
+    result = subprocess.run([*ENTRY, "--port", "0", "--grpc-port", "0", "--store", str(path)],
+                            capture_output=True, text=True, timeout=30)  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr == (
+        f"tracekit collector: cannot open store {path}: its lock file x.db-lock: Is a directory\n"
+    )
+
+
 def test_the_error_line_shows_no_control_characters_of_the_path(tmp_path: Path) -> None:
     """The store path is echoed in the error; an escape sequence in it is not sent to the
     terminal (it could clear the screen or rewrite the line)."""

@@ -23,6 +23,8 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from tracekit._utf8 import escaped
+
 LOCK_SUFFIX = "-lock"
 BUSY_TIMEOUT_MS = 5000  # as long as a connection waits for SQLite's own locks
 _FIRST_PAUSE_S = 0.0002
@@ -95,7 +97,13 @@ class StoreLock:
         if self._fd >= 0 and self._pid == os.getpid():
             return self._fd
         flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
-        self._fd = os.open(self.path, flags, 0o600)  # beside the store: see _connection
+        try:
+            self._fd = os.open(self.path, flags, 0o600)  # beside the store: see _connection
+        except OSError as error:  # said of the store, "Is a directory" would name the wrong file
+            name = escaped(os.path.basename(self.path))
+            raise OSError(
+                error.errno, f"its lock file {name}: {error.strerror}", self.path
+            ) from None
         self._pid = os.getpid()
         return self._fd
 
