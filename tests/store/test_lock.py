@@ -10,7 +10,9 @@ a holder in another process and gives up as SQLite's busy timeout does.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
+import gc
 import os
 import re
 import sqlite3
@@ -220,6 +222,25 @@ def test_two_connections_of_one_process_keep_each_other_out(tmp_path: Path) -> N
             pass
     with second.held(0.05):
         pass
+
+
+def test_a_store_dropped_unclosed_leaves_no_descriptor_of_the_lock_file(tmp_path: Path) -> None:
+    """sqlite3 closes a connection nothing refers to, without calling its ``close``: each Store
+    written to and dropped unclosed (``Store(path).write_spans(...)`` in a script's loop) left two
+    descriptors of the lock file open, 200 after 100 of them, until the process ran out."""
+    path = tmp_path / "s.db"
+    for start in range(3):
+        Store(path).write_spans(batch(start))
+    gc.collect()
+    lock_file = f"{path}-lock"
+    assert [fd for fd in os.listdir("/proc/self/fd") if _names(fd, lock_file)] == []
+    assert Store(path).count_spans() == 600
+
+
+def _names(fd: str, file: str) -> bool:
+    with contextlib.suppress(OSError):  # closed since the listing
+        return os.readlink(f"/proc/self/fd/{fd}") == file
+    return False
 
 
 def test_the_lock_file_is_private(tmp_path: Path) -> None:

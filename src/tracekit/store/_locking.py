@@ -118,6 +118,10 @@ class StoreLock:
             os.close(self._fd)
         self._fd = -1
 
+    # A connection dropped unclosed (a Store never closed) is closed by sqlite3, which does not
+    # call StoreConnection.close: its lock's descriptor goes with the lock.
+    __del__ = close
+
 
 class StoreConnection(sqlite3.Connection):
     """A connection that carries its ``StoreLock`` (made at its first write)."""
