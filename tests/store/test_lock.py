@@ -168,6 +168,21 @@ def test_a_lock_file_removed_while_open_is_taken_where_other_writers_take_it(
         _second_batch_waits_for_a_holder(store)
 
 
+def test_a_lock_file_replaced_by_what_cannot_be_opened_keeps_the_one_held(
+    tmp_path: Path,
+) -> None:
+    """A folder where the removed lock file was: no writer can start, and those running keep
+    locking the file they hold. Taking the lock failed every write instead, and the checkpoints
+    of the WAL's bound after a batch's commit (a committed batch said to have failed)."""
+    path = tmp_path / "s.db"
+    with Store(path) as store:
+        store.write_spans(batch(0))
+        os.remove(f"{path}-lock")
+        os.mkdir(f"{path}-lock")
+        store.write_spans(batch(1))
+        assert store.count_spans() == 400
+
+
 def _second_batch_waits_for_a_holder(store: Store) -> None:
     """Another process takes the store's lock file: a batch written meanwhile waits for it to
     let go, then lands."""

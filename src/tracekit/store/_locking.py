@@ -76,36 +76,48 @@ class StoreLock:
                 time.sleep(min(pause, deadline - now))
                 pause = min(2 * pause, _LONGEST_PAUSE_S)
                 continue
-            if self._still_at_path(fd):
+            if self._still_at_path(fd) or not self._reopened():
                 return
-            self.close()  # and lock the file a connection opened now would open
 
     def _still_at_path(self, fd: int) -> bool:
         """Whether ``fd`` is still the file at ``path``: one removed (a clean-up of lock files
         that look stale) or replaced is one no connection opened since locks, so holding it
-        keeps none of them out. A folder removed with it holds no store for anyone to write."""
+        keeps none of them out."""
         try:
             named = os.stat(self.path, follow_symlinks=False)
         except FileNotFoundError:
-            return not os.path.isdir(os.path.dirname(self.path))
+            return False
         held = os.fstat(fd)
         return (named.st_dev, named.st_ino) == (held.st_dev, held.st_ino)
+
+    def _reopened(self) -> bool:
+        """Open the file at ``path`` in place of the one held (letting that go); False, holding
+        it still, when that fails (a folder in its place, the store's folder gone): no writer
+        can start then, and an error here would fail a checkpoint after its batch's commit."""
+        try:
+            fd = self._open()
+        except OSError:
+            return False
+        self.close()
+        self._fd, self._pid = fd, os.getpid()
+        return True
 
     def _descriptor(self) -> int:
         """This process's descriptor of the lock file: one a fork() inherited shares the
         parent's open file description, and so its lock, so a child opens its own."""
-        if self._fd >= 0 and self._pid == os.getpid():
-            return self._fd
+        if self._fd < 0 or self._pid != os.getpid():
+            self._fd, self._pid = self._open(), os.getpid()
+        return self._fd
+
+    def _open(self) -> int:
         flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
         try:
-            self._fd = os.open(self.path, flags, 0o600)  # beside the store: see _connection
+            return os.open(self.path, flags, 0o600)  # beside the store: see _connection
         except OSError as error:  # said of the store, "Is a directory" would name the wrong file
             name = escaped(os.path.basename(self.path))
             raise OSError(
                 error.errno, f"its lock file {name}: {error.strerror}", self.path
             ) from None
-        self._pid = os.getpid()
-        return self._fd
 
     def _busy(self) -> sqlite3.OperationalError:
         return sqlite3.OperationalError(
