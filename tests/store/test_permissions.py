@@ -9,10 +9,13 @@ created are checked while the writer still has the store open.
 from __future__ import annotations
 
 import os
+import pwd
+import shutil
 import signal
 import stat
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from pathlib import Path
@@ -136,6 +139,48 @@ def test_collector_and_its_writer_process_create_private_files(tmp_path: Path, u
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(30)
+
+
+def test_a_store_its_owner_shares_with_a_group_is_written_by_the_group(tmp_path: Path) -> None:
+    """SQLite gives ``-wal`` and ``-shm`` the store's mode: an owner who made the store 0660 had
+    the other members of its group write it. The lock file, made 0600 whatever the store's mode,
+    refused them every write (Permission denied). Those who may only read the store get no
+    lock file to hold its writers back with."""
+    from conditions import need
+
+    need(os.geteuid() == 0, "root, to write as another user")
+    group = pwd.getpwuid(_nobody()).pw_gid
+    with tempfile.TemporaryDirectory(dir="/tmp") as folder:  # (tmp_path's is root's alone)
+        os.chown(folder, -1, group)
+        os.chmod(folder, 0o2770)  # setgid: what is made in it is the group's
+        path = Path(folder) / "s.db"
+        with Store(path) as store:
+            store.create()
+        os.chown(path, -1, group)
+        path.chmod(0o660)  # shared, writers stopped: the owner's next writer follows
+        with Store(path) as store:
+            store.write_spans([_request("c-1", "d" * 32, 1)])
+        assert mode(Path(f"{path}-lock")) == "0o660"
+        script = textwrap.dedent(WRITERS["store"]) + "print(store.count_spans())"
+        member = subprocess.run(
+            [*_as_user(_nobody(), group), sys.executable, "-c", f"path = {str(path)!r}\n{script}"],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert (member.returncode, member.stdout) == (0, "2\n"), member.stderr
+        path.chmod(0o640)
+        with Store(path) as store:
+            store.write_spans([_request("c-2", "c" * 32, 2)])
+        assert mode(Path(f"{path}-lock")) == "0o600"
+
+
+def _as_user(user: int, group: int) -> list[str]:
+    """A command prefix that runs as ``user`` in ``group`` alone."""
+    from conditions import need
+
+    setpriv = shutil.which("setpriv")
+    need(setpriv is not None, "setpriv (util-linux), to run as another user")
+    assert setpriv is not None
+    return [setpriv, f"--reuid={user}", f"--regid={group}", "--clear-groups"]
 
 
 def _nobody() -> int:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import fcntl
 import os
 import sqlite3
+import stat
 import threading
 import time
 from collections.abc import Iterator
@@ -111,13 +112,18 @@ class StoreLock:
 
     def _open(self) -> int:
         flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+        mode = _lock_mode(self.path.removesuffix(LOCK_SUFFIX))
         try:
-            return os.open(self.path, flags, 0o600)  # beside the store: see _connection
+            fd = os.open(self.path, flags, mode)  # beside the store: see _connection
         except OSError as error:  # said of the store, "Is a directory" would name the wrong file
             name = escaped(os.path.basename(self.path))
             raise OSError(
                 error.errno, f"its lock file {name}: {error.strerror}", self.path
             ) from None
+        status = os.fstat(fd)
+        if status.st_uid == os.geteuid() and stat.S_IMODE(status.st_mode) != mode:
+            os.fchmod(fd, mode)  # whatever the umask; and a store shared since it was made
+        return fd
 
     def _busy(self) -> sqlite3.OperationalError:
         return sqlite3.OperationalError(
@@ -133,6 +139,20 @@ class StoreLock:
     # A connection dropped unclosed (a Store never closed) is closed by sqlite3, which does not
     # call StoreConnection.close: its lock's descriptor goes with the lock.
     __del__ = close
+
+
+def _lock_mode(store_file: str) -> int:
+    """Read and write for the owner, and for the group and for others where they may write the
+    store: SQLite gives its ``-wal`` and ``-shm`` the store's mode, so the members of a group its
+    owner shares it with (0660) write it, and take this lock. Who may only read the store may
+    not hold its writers back."""
+    try:
+        store_mode = os.stat(store_file).st_mode
+    except OSError:
+        return 0o600
+    group = 0o060 if store_mode & stat.S_IWGRP else 0
+    others = 0o006 if store_mode & stat.S_IWOTH else 0
+    return 0o600 | group | others
 
 
 class StoreConnection(sqlite3.Connection):
