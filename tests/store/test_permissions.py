@@ -173,6 +173,30 @@ def test_a_store_its_owner_shares_with_a_group_is_written_by_the_group(tmp_path:
         assert mode(Path(f"{path}-lock")) == "0o600"
 
 
+def test_a_lock_file_root_makes_beside_a_users_store_is_the_users(tmp_path: Path) -> None:
+    """SQLite, run as root, gives the ``-wal`` and ``-shm`` it makes the store owner's: a store a
+    user made before the lock file came in, first written since by root (a collector run with
+    sudo), got a lock file root's own, and the user's writers could write it no more."""
+    from conditions import need
+
+    need(os.geteuid() == 0, "root, to write as another user")
+    user = _nobody()
+    group = pwd.getpwuid(user).pw_gid
+    with tempfile.TemporaryDirectory(dir="/tmp") as folder:  # (tmp_path's is root's alone)
+        os.chown(folder, user, group)
+        path = Path(folder) / "s.db"
+        script = textwrap.dedent(WRITERS["store"]) + "print(store.count_spans())"
+        command = [*_as_user(user, group), sys.executable, "-c", f"path = {str(path)!r}\n{script}"]
+        subprocess.run(command, capture_output=True, timeout=60, check=True)
+        os.remove(f"{path}-lock")  # as a tracekit from before it left the store
+        with Store(path) as store:
+            store.write_spans([_request("c-1", "d" * 32, 1)])
+        owner = os.stat(f"{path}-lock")
+        assert (owner.st_uid, owner.st_gid, mode(Path(f"{path}-lock"))) == (user, group, "0o600")
+        written = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+        assert (written.returncode, written.stdout) == (0, "2\n"), written.stderr
+
+
 def _as_user(user: int, group: int) -> list[str]:
     """A command prefix that runs as ``user`` in ``group`` alone."""
     from conditions import need

@@ -15,6 +15,7 @@ lock also keeps out the other connections of its own process, each thread in tur
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import sqlite3
@@ -112,7 +113,8 @@ class StoreLock:
 
     def _open(self) -> int:
         flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
-        mode = _lock_mode(self.path.removesuffix(LOCK_SUFFIX))
+        store = _status(self.path.removesuffix(LOCK_SUFFIX))
+        mode = _lock_mode(store)
         try:
             fd = os.open(self.path, flags, mode)  # beside the store: see _connection
         except OSError as error:  # said of the store, "Is a directory" would name the wrong file
@@ -120,9 +122,7 @@ class StoreLock:
             raise OSError(
                 error.errno, f"its lock file {name}: {error.strerror}", self.path
             ) from None
-        status = os.fstat(fd)
-        if status.st_uid == os.geteuid() and stat.S_IMODE(status.st_mode) != mode:
-            os.fchmod(fd, mode)  # whatever the umask; and a store shared since it was made
+        _made_like_the_store(fd, mode, store)
         return fd
 
     def _busy(self) -> sqlite3.OperationalError:
@@ -141,18 +141,40 @@ class StoreLock:
     __del__ = close
 
 
-def _lock_mode(store_file: str) -> int:
+def _status(file: str) -> os.stat_result | None:
+    try:
+        return os.stat(file)
+    except OSError:
+        return None
+
+
+def _lock_mode(store: os.stat_result | None) -> int:
     """Read and write for the owner, and for the group and for others where they may write the
     store: SQLite gives its ``-wal`` and ``-shm`` the store's mode, so the members of a group its
     owner shares it with (0660) write it, and take this lock. Who may only read the store may
     not hold its writers back."""
-    try:
-        store_mode = os.stat(store_file).st_mode
-    except OSError:
+    if store is None:
         return 0o600
-    group = 0o060 if store_mode & stat.S_IWGRP else 0
-    others = 0o006 if store_mode & stat.S_IWOTH else 0
+    group = 0o060 if store.st_mode & stat.S_IWGRP else 0
+    others = 0o006 if store.st_mode & stat.S_IWOTH else 0
     return 0o600 | group | others
+
+
+def _made_like_the_store(fd: int, mode: int, store: os.stat_result | None) -> None:
+    """Give a lock file this user owns ``mode``, whatever the umask (and a store shared since
+    the file was made); and, as root, the store's owner and group, as SQLite gives its ``-wal``
+    and ``-shm``: a lock file root made beside a user's store refused the user's own writers."""
+    status = os.fstat(fd)
+    if status.st_uid != os.geteuid():
+        return
+    # a file system without modes or owners (vfat, some network mounts) refuses: the lock
+    # works all the same
+    with contextlib.suppress(OSError):
+        if stat.S_IMODE(status.st_mode) != mode:
+            os.fchmod(fd, mode)
+        owner = None if store is None else (store.st_uid, store.st_gid)
+        if status.st_uid == 0 and owner is not None and owner != (status.st_uid, status.st_gid):
+            os.fchown(fd, *owner)
 
 
 class StoreConnection(sqlite3.Connection):
