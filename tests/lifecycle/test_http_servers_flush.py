@@ -575,6 +575,7 @@ from opentelemetry import trace
 tracekit.init("hanging")
 with trace.get_tracer("t").start_as_current_span("pending"):
     logging.getLogger("app").warning("pending too")
+print(f"started at {time.monotonic()}", flush=True)  # the clock of every process here
 if sys.argv[1] == "shutdown":
     started = time.monotonic()
     tracekit.shutdown()
@@ -591,7 +592,6 @@ def test_shutdown_and_exit_wait_the_export_timeout_at_most(service: Service, how
     blackhole.bind(("127.0.0.1", 0))
     blackhole.listen(16)
     service.write("stop.py", STOP_WITH_A_HANGING_COLLECTOR)
-    started = time.monotonic()
     service.start(
         "stop.py", how,
         TRACEKIT_EXPORTER="otlp",
@@ -601,11 +601,14 @@ def test_shutdown_and_exit_wait_the_export_timeout_at_most(service: Service, how
     try:
         assert service.process is not None
         assert service.process.wait(60) == 0, service.output()
-        took = time.monotonic() - started
+        stopped = time.monotonic()
     finally:
         blackhole.close()
 
-    assert took < 2.0 + 3.0, service.output()  # start-up, then the export timeout at most
+    # From the script's end, start-up done (seconds of it on a loaded machine, not measured):
+    # the export timeout at most, and the interpreter's own end.
+    took = stopped - float(service.output().split("started at ", 1)[1].split()[0])
+    assert took < 2.0 + 3.0, service.output()
     if how == "shutdown":
         assert "shutdown took 2.0 s" in service.output()
 
