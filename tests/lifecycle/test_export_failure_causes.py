@@ -32,6 +32,11 @@ SERVICE = """
     trace.get_tracer_provider().force_flush()
 """
 SECRET = "s3cret-token"
+# The SDK names a failed attempt's error only in its line before it tries again, and skips that
+# line when its wait (1 s, jittered to 1.2) would pass its timeout: the first attempt (TLS set up
+# twice, the connection retried at once) must end 1.2 s before it. It took 0.2 s here, 1.06 s
+# with the machine loaded: 2 s left no room, 5 s leaves 3.8.
+EXPORT_TIMEOUT_S = "5"
 
 
 class _Answering(http.server.BaseHTTPRequestHandler):
@@ -128,7 +133,7 @@ def _warnings(endpoint: str, **env: str) -> list[str]:
         env={
             **clean, "TRACEKIT_METRICS_PORT": "0", "TRACEKIT_EXPORTER": "otlp",
             "TRACEKIT_LOGS": "false", "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
-            "OTEL_EXPORTER_OTLP_TIMEOUT": "2",
+            "OTEL_EXPORTER_OTLP_TIMEOUT": EXPORT_TIMEOUT_S,
             "OTEL_EXPORTER_OTLP_HEADERS": f"authorization=Bearer {SECRET}", **env,
         },
         capture_output=True, text=True, timeout=60,
