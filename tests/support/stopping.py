@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -67,6 +68,13 @@ class Service:
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
+
+    def seconds_since(self, marker: str) -> float:
+        """Seconds from the ``time.monotonic()`` the process printed after ``marker`` (one
+        clock for every process here) until now: an interval that leaves out its start-up,
+        seconds long on a loaded machine."""
+        assert marker in self.output(), self.output()
+        return time.monotonic() - float(self.output().split(marker, 1)[1].split()[0])
 
     def running(self) -> bool:
         """True, or fail with the process's output when it has exited."""
