@@ -20,6 +20,7 @@ from tracekit.store._locking import (
     LOCK_SUFFIX,
     StoreConnection,
     exclusive,
+    file_of,
 )
 from tracekit.store._schema import (
     SCHEMA_VERSION,
@@ -490,7 +491,7 @@ def retry_busy(action: Callable[[], T], attempts: int = 8) -> T:
 def wal_path(conn: sqlite3.Connection) -> str:
     """The WAL file of ``conn``'s store, where SQLite keeps it: beside the file a symbolic link
     to the store names, not beside the link."""
-    return str(conn.execute("PRAGMA database_list").fetchone()[2]) + "-wal"
+    return file_of(conn) + "-wal"
 
 
 # How long a checkpoint that waits for no one waits for the store's lock: the commit under way

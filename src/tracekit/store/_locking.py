@@ -194,11 +194,13 @@ _making = threading.Lock()
 def _lock_of(conn: StoreConnection) -> StoreLock:
     with _making:
         if conn.store_lock is None:
-            conn.store_lock = StoreLock(_file_of(conn))
+            conn.store_lock = StoreLock(file_of(conn))
         return conn.store_lock
 
 
-def _file_of(conn: sqlite3.Connection) -> str:
+def file_of(conn: sqlite3.Connection) -> str:
+    """The file of ``conn``'s store, where SQLite keeps it: beside the file a symbolic link to
+    the store names, not beside the link (its ``-wal``, ``-shm`` and ``-lock`` are there)."""
     return str(conn.execute("PRAGMA database_list").fetchone()[2])
 
 
@@ -212,7 +214,7 @@ def exclusive(
         with _lock_of(conn).held(wait_ms / 1000):
             yield conn
         return
-    lock = StoreLock(_file_of(conn))
+    lock = StoreLock(file_of(conn))
     try:
         with lock.held(wait_ms / 1000):
             yield conn

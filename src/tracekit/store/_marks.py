@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import secrets
 import sqlite3
+from collections.abc import Iterable
 from contextlib import closing, suppress
 from pathlib import Path
 
@@ -32,20 +33,24 @@ def new_mark() -> str:
     return f"{PREFIX}{secrets.token_hex(8)}" + (f" {owner}" if owner else "")
 
 
+def delete_marks(conn: sqlite3.Connection, keys: Iterable[str]) -> None:
+    """Delete the marks ``keys`` on ``conn``, a write under the store's lock."""
+    with exclusive(conn):
+        conn.executemany("DELETE FROM meta WHERE key = ?", [(key,) for key in keys])
+
+
 def delete_mark(path: str, key: str) -> None:
     """Delete the mark ``key`` from the store at ``path`` (one try; a store locked past the busy
-    timeout, or damaged, keeps a row of no harm)."""
-    with suppress(sqlite3.Error), closing(connect(path)) as conn, exclusive(conn):
-        conn.execute("DELETE FROM meta WHERE key = ?", (key,))
+    timeout, damaged, or whose lock file cannot be opened keeps a row of no harm)."""
+    with suppress(sqlite3.Error, OSError), closing(connect(path)) as conn:
+        delete_marks(conn, [key])
 
 
 def forget_marks_of_the_gone(path: str) -> None:
     """Delete the marks in the store at ``path`` whose owner is known to be gone (one try)."""
-    with suppress(sqlite3.Error), closing(connect(path)) as conn:
+    with suppress(sqlite3.Error, OSError), closing(connect(path)) as conn:
         keys = conn.execute("SELECT key FROM meta WHERE key LIKE ?", (f"{PREFIX}%",)).fetchall()
-        gone = [(key,) for (key,) in keys if _gone(str(key))]
-        with exclusive(conn):
-            conn.executemany("DELETE FROM meta WHERE key = ?", gone)
+        delete_marks(conn, [str(key) for (key,) in keys if _gone(str(key))])
 
 
 def _owner(pid: int) -> str | None:

@@ -26,7 +26,7 @@ from tracekit.store._connection import (
 from tracekit.store._encoding import KIND_CODES
 from tracekit.store._interner import Interner
 from tracekit.store._limits import bounded_log
-from tracekit.store._locking import exclusive
+from tracekit.store._marks import delete_marks
 from tracekit.store._paths import default_store_path
 from tracekit.store._reader import StoreReader
 from tracekit.store._requests import RequestGroup, request_groups, versions_served
@@ -122,8 +122,8 @@ class Store:
 
     def forget_mark(self, key: str) -> None:
         """Delete the batch mark kept under ``key`` (a writer process that ends cleanly)."""
-        with self._write_lock, exclusive(self._writer_side().conn) as conn:
-            conn.execute("DELETE FROM meta WHERE key = ?", (key,))
+        with self._write_lock:
+            delete_marks(self._writer_side().conn, [key])
 
     def _check_still_at_path(self) -> None:
         """Refuse to write into a file that is no longer at ``path`` (removed, or replaced by
