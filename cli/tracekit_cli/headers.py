@@ -54,7 +54,8 @@ def _pair(item: str, origin: str, *, decode: bool = False) -> tuple[str, str]:
     name, value = name.strip(), value.strip()
     if not equals or not _NAME.match(name):
         shown = repr(name[:40]) if _NAME.match(name[:40] or "-") else "a header"
-        raise ValueError(f"{origin}: {shown} is not NAME=VALUE with a valid header name")
+        form = "NAME=VALUE" if decode else "NAME=VALUE or NAME: VALUE"
+        raise ValueError(f"{origin}: {shown} is not {form} with a valid header name")
     if name.lower() in _RESERVED:
         raise ValueError(f"{origin}: {name} is set by tracekit itself")
     value = urllib.parse.unquote(value) if decode else value
