@@ -230,6 +230,21 @@ class ExportWatch(logging.Filter):
             logger.removeFilter(self)
         logging.getLogger(_HTTP_CLIENT_LOGGER).removeFilter(self._request_lines)
 
+    def exported_in_requests(
+        self, batch: Sequence[T], text_size: Callable[[T], int], export: Callable[[list[T]], bool]
+    ) -> bool:
+        """Whether ``export`` took all of ``batch``, sent in requests a collector takes
+        (``_export_requests``), and note the outcome. After a failed request the rest of the
+        batch is dropped, as a whole batch was: the collector is not taking any."""
+        sent = 0
+        for request in _export_requests(batch, text_size):
+            if not export(request):
+                self.saw(True, len(batch) - sent)
+                return False
+            sent += len(request)
+        self.saw(False)
+        return True
+
     def saw(self, failed: bool, dropped: int = 0) -> None:
         """Record one export's outcome (``dropped``: what a failed one lost): a failure quiets
         the exporter's lines until a success (the SDK's lines of the first failure of an outage
@@ -412,26 +427,18 @@ class WatchedSpanExporter(SpanExporter):
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         """Export through the wrapped exporter, in requests a collector takes
-        (``_export_requests``), and note a failure. After a failed request the rest of the
-        batch is dropped, as a whole batch was: the collector is not taking any.
+        (``ExportWatch.exported_in_requests``).
 
         The SDK batches by count, whatever the spans hold: 20 spans with a 1 MB attribute each
         made one request a collector refused whole (413, or gRPC's largest message), and every
         span batched with them was lost."""
         if state.out_of_time():
             return SpanExportResult.FAILURE  # dropped: what the bound of a flush says
-        result, sent = SpanExportResult.SUCCESS, 0
-        for request in _export_requests(spans, _span_text_size):
-            result = self._export_request(request)
-            if result is SpanExportResult.FAILURE:
-                break
-            sent += len(request)
-        failed = result is SpanExportResult.FAILURE
-        self.watch.saw(failed, len(spans) - sent if failed else 0)
-        return result
+        sent = self.watch.exported_in_requests(spans, _span_text_size, self._export_request)
+        return SpanExportResult.SUCCESS if sent else SpanExportResult.FAILURE
 
-    def _export_request(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        """Export one request's spans.
+    def _export_request(self, spans: Sequence[ReadableSpan]) -> bool:
+        """Export one request's spans; whether they went.
 
         A failed batch holding text UTF-8 cannot (a lone surrogate: JSON's ``"\\ud800"`` in a
         request body that a span is named after) goes again with U+FFFD in its place: OTLP's
@@ -451,7 +458,7 @@ class WatchedSpanExporter(SpanExporter):
             result = SpanExportResult.FAILURE
         if result is SpanExportResult.FAILURE and (unencodable or not all(map(_utf8_span, spans))):
             result = self.inner.export([_cleaned_span(span) for span in spans])
-        return result
+        return result is SpanExportResult.SUCCESS
 
     def shutdown(self) -> None:
         """Shut the wrapped exporter down."""
@@ -478,26 +485,18 @@ class WatchedLogExporter(LogRecordExporter):
 
     def export(self, batch: Sequence[ReadableLogRecord]) -> LogRecordExportResult:
         """Export through the wrapped exporter, in requests a collector takes
-        (``_export_requests``), and note a failure. After a failed request the rest of the
-        batch is dropped, as a whole batch was: the collector is not taking any."""
+        (``ExportWatch.exported_in_requests``)."""
         if state.out_of_time():
             return LogRecordExportResult.FAILURE  # dropped: what the bound of a flush says
-        result, sent = LogRecordExportResult.SUCCESS, 0
-        for records in _export_requests(batch, _text_size):
-            result = self._export_request(records)
-            if result is LogRecordExportResult.FAILURE:
-                break
-            sent += len(records)
-        failed = result is LogRecordExportResult.FAILURE
-        self.watch.saw(failed, len(batch) - sent if failed else 0)
-        return result
+        sent = self.watch.exported_in_requests(batch, _text_size, self._export_request)
+        return LogRecordExportResult.SUCCESS if sent else LogRecordExportResult.FAILURE
 
-    def _export_request(self, records: Sequence[ReadableLogRecord]) -> LogRecordExportResult:
+    def _export_request(self, records: Sequence[ReadableLogRecord]) -> bool:
         try:
             with self.watch.one_attempt_only():
-                return self.inner.export(records)
+                return self.inner.export(records) is LogRecordExportResult.SUCCESS
         except RetriesSkipped:
-            return LogRecordExportResult.FAILURE
+            return False
 
     def shutdown(self) -> None:
         """Shut the wrapped exporter down."""
