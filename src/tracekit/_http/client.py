@@ -677,9 +677,7 @@ def run_traced(
     except BaseException as error:
         _safe_end_failed(call, error)
         raise
-    if protocol_of is not None:
-        note_protocol(call, _safe_status(protocol_of, result))
-    _safe_end(call, _safe_status(status_of, result))
+    _safe_end_answered(call, result, status_of, protocol_of)
     return result
 
 
@@ -700,9 +698,7 @@ async def run_traced_async(
     except BaseException as error:
         _safe_end_failed(call, error)
         raise
-    if protocol_of is not None:
-        note_protocol(call, _safe_status(protocol_of, result))
-    _safe_end(call, _safe_status(status_of, result))
+    _safe_end_answered(call, result, status_of, protocol_of)
     return result
 
 
@@ -721,6 +717,18 @@ def _safe_end(
         end_call(call, status_code, error)
     except Exception as exc:
         report_once("http client span end", exc)
+
+
+def _safe_end_answered(
+    call: ClientCall,
+    response: R,
+    status_of: Callable[[R], int | None],
+    protocol_of: Callable[[R], object] | None,
+) -> None:
+    """End ``call`` by the ``response`` the client returned: its status and HTTP version."""
+    if protocol_of is not None:
+        note_protocol(call, _safe_status(protocol_of, response))
+    _safe_end(call, _safe_status(status_of, response))
 
 
 def _safe_end_failed(call: ClientCall, error: BaseException) -> None:
