@@ -42,6 +42,7 @@ SYSTEM = "aws_sqs"
 PACKED_ATTRIBUTE = "tracekit-context"
 MAX_ATTRIBUTES = 10
 MAX_PACKED_LENGTH = 16_384  # our fields are bounded far below this; anything longer is not ours
+MAX_DELAY_SECONDS = 900  # the longest DelaySeconds SQS takes, of a queue or of a message
 MAX_MESSAGE_SIZE = 262_144  # bytes: SQS's long-standing limit (MaximumMessageSize's old default)
 MAX_ENVELOPE_LENGTH = 2 * 1_048_576  # an SNS envelope of the largest message, JSON-escaped
 TRACE_HEADER_ATTRIBUTE = "AWSTraceHeader"  # the system attribute AWS keeps X-Ray's header in
@@ -52,6 +53,7 @@ X_RAY_HEADER = "x-amzn-trace-id"
 __all__ = [
     "DUE_TIME_ATTRIBUTE",
     "MAX_ATTRIBUTES",
+    "MAX_DELAY_SECONDS",
     "MAX_ENVELOPE_LENGTH",
     "MAX_MESSAGE_SIZE",
     "MAX_PACKED_LENGTH",
@@ -254,14 +256,19 @@ def _x_ray_from_trace_header(message: Mapping[str, Any], headers: MutableMapping
         headers[X_RAY_HEADER] = value
 
 
-def consume(message: Mapping[str, Any] | Any, *, queue: str, **options: Any) -> messaging.Delivery:
+def consume(
+    message: Mapping[str, Any] | Any, *, queue: str, delay_seconds: int = 0, **options: Any
+) -> messaging.Delivery:
     """``with consume(message, queue=url_or_name):`` — the CONSUMER span around one handler.
 
     ``message``: a dict from the client's ``receive_message``, an ``sqs.Message`` from the
     resource API's ``receive_messages``, or a record of a Lambda SQS event (``queue`` may be
-    its ``eventSourceARN``). ``options`` go to ``tracekit.messaging.consume``
-    (``tracer_provider``, ``registry``...).
+    its ``eventSourceARN``). ``delay_seconds``: the queue's own ``DelaySeconds`` setting, which
+    no message says: the wait it causes is then counted as asked for, not as a backlog (a
+    message sent with a ``DelaySeconds`` of its own goes by that, as SQS does). ``options`` go
+    to ``tracekit.messaging.consume`` (``tracer_provider``, ``registry``...).
     """
+    delay_ns = _queue_delay_ns(delay_seconds)
     fields = safe("sqs message attributes", lambda: _as_mapping(message)) or {}
     headers = headers_of(fields)
     return messaging.consume(
@@ -269,25 +276,45 @@ def consume(message: Mapping[str, Any] | Any, *, queue: str, **options: Any) -> 
         system=SYSTEM,
         destination=queue_name(queue),
         message_id=fields.get("MessageId"),
-        due_unix_nano=_due_time(headers),
+        due_unix_nano=_due_time(headers, delay_ns),
         **options,
     )
 
 
 def consume_batch(
-    messages: Sequence[Mapping[str, Any] | Any], *, queue: str, **options: Any
+    messages: Sequence[Mapping[str, Any] | Any],
+    *,
+    queue: str,
+    delay_seconds: int = 0,
+    **options: Any,
 ) -> messaging.Delivery:
-    """One CONSUMER span around a handler of several messages, linked to each producer."""
+    """One CONSUMER span around a handler of several messages, linked to each producer
+    (``delay_seconds`` as for ``consume``)."""
+    delay_ns = _queue_delay_ns(delay_seconds)
     headers = [headers_of(message) for message in messages]
     return messaging.consume_batch(
         headers,
         system=SYSTEM,
         destination=queue_name(queue),
-        due_unix_nanos=map(_due_time, headers),
+        due_unix_nanos=[_due_time(fields, delay_ns) for fields in headers],
         **options,
     )
 
 
-def _due_time(headers: Mapping[str, str]) -> int | None:
-    """When a message sent with ``DelaySeconds`` was due (unix ns), as its producer wrote it."""
-    return ascii_int(headers.get(DUE_TIME_ATTRIBUTE), 19)
+def _queue_delay_ns(delay_seconds: int) -> int:
+    """A queue's ``DelaySeconds`` (0 to 900, as SQS takes it) in nanoseconds."""
+    if type(delay_seconds) is not int or not 0 <= delay_seconds <= MAX_DELAY_SECONDS:
+        raise ValueError(
+            f"delay_seconds must be a whole number of seconds from 0 to {MAX_DELAY_SECONDS}"
+        )
+    return delay_seconds * 1_000_000_000
+
+
+def _due_time(headers: Mapping[str, str], queue_delay_ns: int) -> int | None:
+    """When a message was due (unix ns): as its producer wrote it for one sent with
+    ``DelaySeconds``, else its publish time plus the queue's delay."""
+    due = ascii_int(headers.get(DUE_TIME_ATTRIBUTE), 19)
+    published = ascii_int(headers.get(messaging.PUBLISH_TIME_HEADER), 19)
+    if due is None and queue_delay_ns and published is not None:
+        return published + queue_delay_ns
+    return due

@@ -1138,3 +1138,52 @@ def test_a_receive_asks_for_the_x_ray_header_only_where_it_is_read(
 
     assert sorted(default["Attributes"]) == ["ApproximateReceiveCount", "SentTimestamp"]
     assert x_ray["Attributes"]["AWSTraceHeader"] == header
+
+
+def test_a_queue_s_own_delay_named_to_consume_is_no_backlog_on_the_dashboard(
+    sqs_client: Any, queue_url: str, spans: InMemorySpanExporter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A queue created with ``DelaySeconds`` holds every message back; no message says so, and
+    the histogram counted the delay as backlog: 1.04 s of a 1 s delay. Named to ``consume`` and
+    ``consume_batch`` (``delay_seconds``), it is the part of the wait asked for, as a
+    message's own ``DelaySeconds`` is; a message from a producer without tracekit included."""
+    from prometheus_client import REGISTRY
+
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "sqs-queue-delay")
+    name = f"delayed-{uuid.uuid4().hex[:8]}"
+    url = sqs_client.create_queue(QueueName=name, Attributes={"DelaySeconds": "1"})["QueueUrl"]
+    labels = {"messaging_system": "aws_sqs", "messaging_destination_name": name,
+              "service_name": "sqs-queue-delay", "service_version": ""}  # fmt: skip
+    sqs_client.send_message(QueueUrl=url, MessageBody="traced")
+    instrumentation.uninstrument()
+    sqs_client.send_message(QueueUrl=url, MessageBody="plain")
+    instrumentation.instrument(["botocore"])
+    messages = receive(sqs_client, url, count=2)
+    for message in messages:
+        with tracekit.sqs.consume(message, queue=url, delay_seconds=1):
+            pass
+    traced = [m for m in messages if m["Body"] == "traced"]
+    with tracekit.sqs.consume_batch(traced, queue=url, delay_seconds=1):
+        pass
+
+    *alone, batch = [s for s in spans.get_finished_spans() if s.kind == SpanKind.CONSUMER]
+    waits = [(s.attributes or {})[semconv.QUEUE_WAIT_MS] for s in alone]
+    waits += [(link.attributes or {})[semconv.QUEUE_WAIT_MS] for link in batch.links]
+    assert len(waits) == 3 and min(waits) >= 1000  # moto holds the messages back, as SQS
+    scheduled = [(s.attributes or {}).get(semconv.SCHEDULED_DELAY_MS) for s in alone]
+    assert scheduled == [1000.0, 1000.0]
+    histogram = "tracekit_messaging_queue_wait_seconds"
+    assert REGISTRY.get_sample_value(f"{histogram}_count", labels) == 3
+    past_due_s = sum(wait - 1000.0 for wait in waits) / 1e3
+    assert REGISTRY.get_sample_value(f"{histogram}_sum", labels) == pytest.approx(
+        past_due_s, abs=1e-5
+    )
+
+
+@pytest.mark.parametrize("delay", [-1, 901, 1.5, "60", True])
+def test_a_queue_delay_sqs_would_not_take_is_refused_with_a_clear_error(delay: Any) -> None:
+    message = {"MessageId": "m-1", "Body": "x"}
+    with pytest.raises(ValueError, match="delay_seconds must be a whole number of seconds"):
+        tracekit.sqs.consume(message, queue="orders", delay_seconds=delay)
+    with pytest.raises(ValueError, match="delay_seconds must be a whole number of seconds"):
+        tracekit.sqs.consume_batch([message], queue="orders", delay_seconds=delay)

@@ -320,12 +320,9 @@ def _with_due_time(message: dict[str, Any], carrier: dict[str, str]) -> dict[str
     backlog (``tracekit.scheduled_delay_ms``). SQS refuses a delay past 900 seconds itself."""
     delay = message.get("DelaySeconds")
     published = ascii_int(carrier.get(messaging.PUBLISH_TIME_HEADER), 19)
-    if type(delay) is not int or not 0 < delay <= _MOST_DELAY_S or published is None:
+    if type(delay) is not int or not 0 < delay <= sqs.MAX_DELAY_SECONDS or published is None:
         return carrier
     return {**carrier, sqs.DUE_TIME_ATTRIBUTE: str(published + delay * 1_000_000_000)}
-
-
-_MOST_DELAY_S = 900
 
 
 def _with_x_ray_only(message: Any, carrier: dict[str, str], how: _Sending) -> Any:
