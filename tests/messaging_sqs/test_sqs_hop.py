@@ -1187,3 +1187,55 @@ def test_a_queue_delay_sqs_would_not_take_is_refused_with_a_clear_error(delay: A
         tracekit.sqs.consume(message, queue="orders", delay_seconds=delay)
     with pytest.raises(ValueError, match="delay_seconds must be a whole number of seconds"):
         tracekit.sqs.consume_batch([message], queue="orders", delay_seconds=delay)
+
+
+def test_inside_a_span_of_your_own_sends_are_its_children_and_consumers_continue_the_message(
+    sqs_client: Any, queue_url: str, spans: InMemorySpanExporter, tracer_provider: Any
+) -> None:
+    """As docs/queues/sqs.md says: a batch sent in a span of the caller's (a cron job's, no
+    request) is one PRODUCER span per entry under it; a consumer inside the caller's polling span
+    is a child of the message's producer, and a batch consumer links to every producer."""
+    tracer = tracer_provider.get_tracer("the-app")
+    with tracer.start_as_current_span("nightly") as nightly:
+        entries = [{"Id": str(n), "MessageBody": f"m{n}"} for n in range(2)]
+        sqs_client.send_message_batch(QueueUrl=queue_url, Entries=entries)
+    messages = receive(sqs_client, queue_url, count=2)
+    with tracer.start_as_current_span("poll"):
+        with tracekit.sqs.consume(messages[0], queue=queue_url):
+            pass
+        with tracekit.sqs.consume_batch(messages, queue=queue_url):
+            pass
+
+    finished = list(spans.get_finished_spans())
+    producers = [s for s in finished if s.kind == SpanKind.PRODUCER]
+    one_message, batch = [s for s in finished if s.kind == SpanKind.CONSUMER]
+    assert len(producers) == 2
+    assert all(p.parent is not None and p.parent.span_id == nightly.get_span_context().span_id
+               for p in producers)  # fmt: skip
+    assert one_message.parent is not None
+    assert one_message.parent.span_id in {p.context.span_id for p in producers}
+    assert sorted(link.context.span_id for link in batch.links) == sorted(
+        p.context.span_id for p in producers
+    )
+
+
+def test_fifo_content_based_deduplication_is_kept_with_tracekit_s_attributes(
+    sqs_client: Any,
+) -> None:
+    """SQS hashes only the body for content-based deduplication: the same body sent from two
+    requests, whose attributes differ (traceparent, correlation ID, publish time), is delivered
+    once, as without tracekit, with the first send's context."""
+    url = sqs_client.create_queue(
+        QueueName=f"jobs-{uuid.uuid4().hex[:8]}.fifo",
+        Attributes={"FifoQueue": "true", "ContentBasedDeduplication": "true"},
+    )["QueueUrl"]
+    for correlation_id in ("order-fifo-1", "order-fifo-2"):
+        token = tracekit.correlation.set_correlation_id(correlation_id)
+        try:
+            sqs_client.send_message(QueueUrl=url, MessageBody="same", MessageGroupId="g")
+        finally:
+            tracekit.correlation.reset_correlation_id(token)
+    answer = sqs_client.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1)
+    [message] = answer["Messages"]
+    with tracekit.sqs.consume(message, queue=url) as delivery:
+        assert delivery.correlation_id == "order-fifo-1"
