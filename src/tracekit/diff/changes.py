@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from .model import ADDED, DURATION, REMOVED, Change
 from .nodes import Measure, Node, error_shape
 from .settings import ERRORS, RETRIES, STRUCTURE, TIMING, Thresholds
+from .units import HTTP, MESSAGING
 from .words import duration, signed, signed_pct
 
 __all__ = [
@@ -38,14 +39,77 @@ TIMING_METRICS = (
 def structure_changes(
     nodes: list[Node], order: list[int], before: Measures, after: Measures
 ) -> Iterator[Change]:
-    """Nodes only one request has: one change for each whose parent both have (or a root)."""
-    for position, n in enumerate(order):
-        node = nodes[n]
-        for kind, side, other in ((ADDED, after, before), (REMOVED, before, after)):
-            if n in side and n not in other and (node.parent is None or node.parent in other):
-                below = _subtree_size(nodes, order, position) - 1
-                more = f" with {below} node{'s' if below != 1 else ''} below" if below else ""
-                yield Change(kind, STRUCTURE, n, f"{kind} {node.label()}{more}")
+    """Nodes only one request has: one change for each whose parent both have (or a root); a
+    call that became a message between the same two services under the same caller (or a
+    message that became a call) is one change, at the node B has."""
+    added, removed = _tops(nodes, order, after, before), _tops(nodes, order, before, after)
+    replaced = _transport_swaps(nodes, removed, added)
+    taken_over = set(replaced.values())
+    for n in order:
+        if n in replaced:
+            gone = replaced[n]
+            message = _swap_message(nodes[gone], nodes[n], removed[gone], added[n])
+            yield Change(ADDED, STRUCTURE, n, message, related=(gone,))
+        elif n in added:
+            yield Change(ADDED, STRUCTURE, n, f"{ADDED} {nodes[n].label()}{_below(added[n])}")
+        elif n in removed and n not in taken_over:
+            yield Change(REMOVED, STRUCTURE, n, f"{REMOVED} {nodes[n].label()}{_below(removed[n])}")
+
+
+def _tops(nodes: list[Node], order: list[int], side: Measures, other: Measures) -> dict[int, int]:
+    """The nodes ``side`` has and ``other`` has not, whose parent both have (or a root): each
+    with the number of nodes below it."""
+    return {
+        n: _subtree_size(nodes, order, position) - 1
+        for position, n in enumerate(order)
+        if n in side and n not in other and (nodes[n].parent is None or nodes[n].parent in other)
+    }
+
+
+# the other way to reach a service: a call that became a message, or a message that became a call
+_SWAPPED = {HTTP: MESSAGING, MESSAGING: HTTP}
+
+
+def _transport_swaps(
+    nodes: list[Node], removed: dict[int, int], added: dict[int, int]
+) -> dict[int, int]:
+    """Added node -> the removed node it took the place of: the same caller, under the same
+    parent, reaching the same service, over HTTP in one request and through a queue in the
+    other (paired in tree order)."""
+    waiting: dict[tuple[int | None, str | None, str, str], list[int]] = {}
+    for new in reversed(added):  # reversed: ``pop`` takes the first in tree order
+        waiting.setdefault(_reach(nodes[new], nodes[new].key.kind), []).append(new)
+    out: dict[int, int] = {}
+    for gone in removed:
+        node = nodes[gone]
+        swapped = _SWAPPED.get(node.key.kind)
+        candidates = waiting.get(_reach(node, swapped)) if swapped and node.sender else None
+        if candidates:
+            out[candidates.pop()] = gone
+    return out
+
+
+def _reach(node: Node, kind: str | None) -> tuple[int | None, str | None, str, str]:
+    """Where a hop of ``kind`` like ``node`` hangs: its parent, sender and receiving service."""
+    return (node.parent, node.sender, node.key.service, kind or "")
+
+
+def _swap_message(gone: Node, new: Node, gone_below: int, new_below: int) -> str:
+    """``gateway -> inventory: call GET /stock/{sku} became message stock.check``."""
+    words = {HTTP: "call", MESSAGING: "message"}
+    message = (f"{new.sender} -> {new.key.service}: {words[gone.key.kind]} {gone.key.name}"
+               f" became {words[new.key.kind]} {new.key.name}")  # fmt: skip
+    if gone_below or new_below:
+        message += f" ({_count(gone_below)} below it before, {_count(new_below)} now)"
+    return message
+
+
+def _below(count: int) -> str:
+    return f" with {_count(count)} below" if count else ""
+
+
+def _count(nodes: int) -> str:
+    return f"{nodes} node{'s' if nodes != 1 else ''}"
 
 
 def _subtree_size(nodes: list[Node], order: list[int], position: int) -> int:
