@@ -1,12 +1,12 @@
 """Hops between services: HTTP client -> server, and producer -> consumer through a queue.
 
-An HTTP hop is a CLIENT span with a SERVER child in another service (an RPC such as gRPC too,
-named by its ``rpc.system`` and method), or a SERVER descendant through INTERNAL spans only. A
-queue hop is a PRODUCER (or a messaging CLIENT "send") span and a CONSUMER span that is its child
-or links to it; a batch consumer makes one hop per message it links to. Latency is what the
-sending side experienced for HTTP (the client span, or for a retried call the attempt's, where
-the client library records one span per attempt) and publish start -> handler end for
-messaging; queue wait is consumer start - producer end.
+An HTTP hop is a CLIENT span with a SERVER child, in another service or its own (an RPC such as
+gRPC too, named by its ``rpc.system`` and method), or a SERVER descendant through INTERNAL spans
+only. A queue hop is a PRODUCER (or a messaging CLIENT "send") span and a CONSUMER span that is
+its child or links to it; a batch consumer makes one hop per message it links to. Latency is
+what the sending side experienced for HTTP (the client span, or for a retried call the
+attempt's, where the client library records one span per attempt) and publish start -> handler
+end for messaging; queue wait is consumer start - producer end.
 """
 
 from __future__ import annotations
@@ -45,10 +45,11 @@ MAX_MEASURED_WAIT_MS = 86_400_000.0
 
 
 def hop_type(sender: SpanRecord, receiver: SpanRecord) -> str | None:
-    """``"http"``, ``"messaging"`` or None when the pair is not a hop between services."""
+    """``"http"``, ``"messaging"`` or None when the pair is not a hop between services (or
+    from a service to itself: a call to its own endpoint crosses the network as any other)."""
     if receiver.kind == "CONSUMER" and _is_sender(sender):
         return "messaging"
-    if sender.kind == "CLIENT" and receiver.kind == "SERVER" and sender.service != receiver.service:
+    if sender.kind == "CLIENT" and receiver.kind == "SERVER":
         return "http"
     return None
 

@@ -49,8 +49,7 @@ _HAS_MESSAGING_SYSTEM = (
 _HOP_TYPE = (  # hops.hop_type
     f"CASE WHEN r.kind = {_CONSUMER} AND (x.kind = {_PRODUCER}"
     f" OR (x.kind = {_CLIENT} AND {_HAS_MESSAGING_SYSTEM})) THEN 'messaging'"
-    f" WHEN x.kind = {_CLIENT} AND r.kind = {_SERVER} AND x.service_ref != r.service_ref"
-    " THEN 'http' END"
+    f" WHEN x.kind = {_CLIENT} AND r.kind = {_SERVER} THEN 'http' END"
 )
 _HOP_SAMPLES = f"""
     WITH RECURSIVE
