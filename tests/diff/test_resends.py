@@ -70,10 +70,14 @@ def test_a_redirect_to_another_service_is_a_hop_that_appeared(
 
     doc = diff(store, f"home-{client}", f"away-{client}")
 
+    # the redirect's request was an added hop of its own, as if the code made a second call
     assert sorted(changes(doc)) == [
-        ("added", "added front -> back: GET /away"),
-        ("added", "added front -> other: GET /done"),
+        ("added", "added front -> back: GET /away (redirected to other: GET /done)"),
         ("removed", "removed front -> back: GET /done"),
+    ]
+    assert sorted(changes(diff(store, f"away-{client}", f"home-{client}"))) == [
+        ("added", "added front -> back: GET /done"),
+        ("removed", "removed front -> back: GET /away (redirected to other: GET /done)"),
     ]
 
 

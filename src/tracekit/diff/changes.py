@@ -39,21 +39,59 @@ TIMING_METRICS = (
 def structure_changes(
     nodes: list[Node], order: list[int], before: Measures, after: Measures
 ) -> Iterator[Change]:
-    """Nodes only one request has: one change for each whose parent both have (or a root); a
-    call that became a message between the same two services under the same caller (or a
-    message that became a call) is one change, at the node B has."""
+    """Nodes only one request has: one change for each whose parent both have (or a root),
+    which names the calls its HTTP client made following its redirects (a node of their own,
+    only that request has too); a call that became a message between the same two services
+    under the same caller (or a message that became a call) is one change, at the node B has."""
     added, removed = _tops(nodes, order, after, before), _tops(nodes, order, before, after)
+    redirects = {**_fold_redirects(nodes, added, after), **_fold_redirects(nodes, removed, before)}
     replaced = _transport_swaps(nodes, removed, added)
     taken_over = set(replaced.values())
     for n in order:
+        also = _redirected_to(nodes, n, redirects.get(n, []))
         if n in replaced:
             gone = replaced[n]
             message = _swap_message(nodes[gone], nodes[n], removed[gone], added[n])
-            yield Change(ADDED, STRUCTURE, n, message, related=(gone,))
+            yield Change(ADDED, STRUCTURE, n, message + also, related=(gone,))
         elif n in added:
-            yield Change(ADDED, STRUCTURE, n, f"{ADDED} {nodes[n].label()}{_below(added[n])}")
+            message = f"{ADDED} {nodes[n].label()}{also}{_below(added[n])}"
+            yield Change(ADDED, STRUCTURE, n, message)
         elif n in removed and n not in taken_over:
-            yield Change(REMOVED, STRUCTURE, n, f"{REMOVED} {nodes[n].label()}{_below(removed[n])}")
+            message = f"{REMOVED} {nodes[n].label()}{also}{_below(removed[n])}"
+            yield Change(REMOVED, STRUCTURE, n, message)
+
+
+def _fold_redirects(
+    nodes: list[Node], tops: dict[int, int], side: Measures
+) -> dict[int, list[int]]:
+    """Node -> the nodes beside it among ``tops`` whose every call its HTTP client made
+    following that node's redirects (or theirs, for a chain); those are taken out of ``tops``,
+    their nodes below counted as the first request's."""
+    origin_of: dict[int, int] = {}
+    for n in tops:
+        found = side[n]
+        origin = next(iter(found.redirected_from)) if len(found.redirected_from) == 1 else n
+        beside = origin in tops and nodes[origin].parent == nodes[n].parent
+        if found.redirects == found.calls and origin != n and beside:
+            origin_of[n] = origin
+    out: dict[int, list[int]] = {}
+    for n in origin_of:
+        first = n
+        for _ in range(len(origin_of)):  # bounded: redirects that go round end nowhere
+            first = origin_of.get(first, first)
+        if first not in origin_of:
+            out.setdefault(first, []).append(n)
+            tops[first] += tops.pop(n)
+    return out
+
+
+def _redirected_to(nodes: list[Node], origin: int, followed: list[int]) -> str:
+    """`` (redirected to GET /item/new)``, naming what the redirects reached (and its service,
+    when another's: ``other: GET /done``)."""
+    service = nodes[origin].key.service
+    keys = [nodes[n].key for n in followed]
+    names = [key.name if key.service == service else f"{key.service}: {key.name}" for key in keys]
+    return f" (redirected to {', '.join(names)})" if names else ""
 
 
 def _tops(nodes: list[Node], order: list[int], side: Measures, other: Measures) -> dict[int, int]:

@@ -104,6 +104,8 @@ class Measure:
     error_messages: list[str] = field(default_factory=list)
     retried_after: list[str] = field(default_factory=list)  # what each retry followed
     intervals: list[tuple[int, int]] = field(default_factory=list)  # per call, caller's view
+    redirects: int = 0  # calls an HTTP client made following a redirect...
+    redirected_from: set[int] = field(default_factory=set)  # ... from calls of these nodes
 
     def add(self, unit: Unit, origin: int, error: str | None, retry_cause: str | None) -> None:
         """Count one call of this node."""
@@ -158,12 +160,17 @@ def measure(
     errors = {id(unit): unit.error() for unit in units}
     causes = _retry_causes(units, errors)
     out: dict[int, Measure] = {}
+    node_of: dict[int, int] = {}  # id of a call's first span -> its node
     for unit, node in zip(units, index.place(units, grafts), strict=True):
         counted = unit.received() if node in received_only else unit
         error = errors[id(unit)] if counted is unit else counted.error()
-        out.setdefault(node, Measure()).add(
-            counted, path.start_unix_nano, error, causes.get(id(unit))
-        )
+        found = out.setdefault(node, Measure())
+        found.add(counted, path.start_unix_nano, error, causes.get(id(unit)))
+        node_of[id(unit.spans[0])] = node
+        redirect = unit.redirect_of()
+        if redirect is not None and id(redirect) in node_of:
+            found.redirects += 1
+            found.redirected_from.add(node_of[id(redirect)])
     return out
 
 

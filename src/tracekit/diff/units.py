@@ -133,12 +133,15 @@ class Unit:
     def resent(self) -> bool:
         """An HTTP client sent the call again (``http.request.resend_count`` >= 1) after a
         request that was not redirected: a redirect followed is one more call, not a retry."""
+        return resend_count(self.spans[0].record) > 0 and self.redirect_of() is None
+
+    def redirect_of(self) -> PathSpan | None:
+        """The client span of the request whose redirect (its 3xx answer) this call's HTTP
+        client followed, or None."""
         client = self.spans[0]
-        if resend_count(client.record) == 0:
-            return False
-        before = client.resend_of
+        before = client.resend_of if resend_count(client.record) > 0 else None
         status = attribute(before.record, semconv.HTTP_RESPONSE_STATUS_CODE) if before else None
-        return not (isinstance(status, int) and 300 <= status < 400)
+        return before if isinstance(status, int) and 300 <= status < 400 else None
 
 
 def units_of(path: Path) -> list[Unit]:
