@@ -153,7 +153,9 @@ def test_a_call_that_became_a_message_is_one_change(
     }
     assert replaced == [hops[b], hops[a]]
     shown = CliRunner().invoke(
-        cli, ["diff", a_id, b_id, "--store", str(services[0]), "--format", "text"]
+        cli,
+        ["diff", a_id, b_id, "--store", str(services[0]), "--format", "text"],
+        env={"COLUMNS": "200"},  # one line each, whatever the terminal the tests run in
     )
     changes = shown.stdout.split("\nchanges (")[1].split("\n\n")[0]
     assert [line for line in changes.splitlines() if "structure" in line] == [
