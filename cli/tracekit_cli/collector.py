@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import ipaddress
 import os
 import signal
 import sqlite3
@@ -89,7 +90,29 @@ def _address(ctx: click.Context, param: click.Parameter, value: str) -> str:
         raise click.BadParameter("empty; to listen on every interface, say 0.0.0.0 or ::")
     if not _host_text(value):
         raise click.BadParameter(f"no address or host name can hold {value!r:.80}")
+    instead = _address_alone(value)
+    if instead:
+        raise click.BadParameter(f"{value!r:.80} is more than an address: give {instead}")
     return value
+
+
+def _address_alone(value: str) -> str | None:
+    """What to type for a ``--host`` written as a URL or ``host:port`` (an endpoint copied from
+    ``OTEL_EXPORTER_OTLP_ENDPOINT``), which was looked up as a host name: "cannot listen on
+    [0.0.0.0:4318]:4318: Name or service not known". None for an address alone (``::1``)."""
+    address = value.split("://", 1)[-1].split("/", 1)[0]
+    host, colon, port = address.rpartition(":")
+    if colon and port.isdigit() and not _is_ip(address):
+        return f"--host {host} --port {port}"
+    return f"--host {address}" if address != value else None
+
+
+def _is_ip(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
 
 
 def _host_text(value: str) -> bool:

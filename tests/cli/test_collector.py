@@ -463,6 +463,37 @@ def test_a_host_no_address_or_name_can_be_is_refused_in_one_line(tmp_path: Path,
     assert "\u202e" not in result.stderr  # named by its escape, never written raw
 
 
+@pytest.mark.parametrize(
+    ("host", "instead"),
+    [
+        ("0.0.0.0:4318", "--host 0.0.0.0 --port 4318"),
+        ("http://localhost:4318/v1/traces", "--host localhost --port 4318"),
+        ("[::1]:4318", "--host [::1] --port 4318"),
+        ("http://collector", "--host collector"),
+    ],
+)
+def test_a_host_written_as_an_endpoint_is_told_the_options_to_give(
+    tmp_path: Path, host: str, instead: str
+) -> None:
+    """An address with its port, or an endpoint copied from OTEL_EXPORTER_OTLP_ENDPOINT, was
+    looked up as a host name: "cannot listen on [0.0.0.0:4318]:4318: Name or service not
+    known". The line now says what to type."""
+    result = subprocess.run([*ENTRY, "--host", host, "--port", "0", "--grpc-port", "0",
+                             "--store", str(tmp_path / "h.db")],
+                            capture_output=True, text=True, timeout=30)  # fmt: skip
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == (
+        f"tracekit: Invalid value for '--host': {host!r} is more than an address: give"
+        f" {instead} (see 'tracekit collector --help')\n"
+    )
+    assert not (tmp_path / "h.db").exists()
+
+
+def test_an_ipv6_address_ending_in_digits_is_not_read_as_a_port(tmp_path: Path) -> None:
+    line = _listening_line("::1", tmp_path / "alone.db")
+    assert line.startswith("tracekit collector listening on http://[::1]:")
+
+
 def test_the_listening_line_shows_no_control_characters_of_the_path(tmp_path: Path) -> None:
     """The listening line wrote the store path raw: an OSC 8 hyperlink and a bell in it went to
     the terminal (the error lines clean the path: see above). It is now quoted, escaped."""
