@@ -26,6 +26,9 @@ GRAFANA_401 = {
 }
 
 
+PROXY = "/api/datasources/proxy/uid"  # where Grafana serves a data source's API
+
+
 def answering(document: Any, status: int) -> Any:
     body = json.dumps(document)
     return lambda request: Response(body, status, content_type="application/json")
@@ -51,11 +54,45 @@ def answering(document: Any, status: int) -> Any:
 def test_a_gateways_json_error_is_said_by_its_message(
     serve: Any, flag: str, document: Any, status: int, said: str
 ) -> None:
-    url = serve(answering(document, status)).url
+    url = serve(answering(document, status)).url + PROXY  # each answers below a path of its own
     result = CliRunner().invoke(cli, ["search", flag, url], env={"TRACEKIT_BACKEND_HEADERS": ""})
     name = "Tempo" if flag == "--tempo" else "Jaeger"
     assert (result.exit_code, result.stdout) == (2, "")
     assert result.stderr == f"tracekit: {name} at {url} answered {said}\n"
+
+
+@pytest.mark.parametrize(
+    ("command", "flag", "name"),
+    [
+        (["search"], "--tempo", "Tempo"),
+        (["trace", "req-1"], "--jaeger", "Jaeger"),
+        (["canary", "--service", "s", "--baseline", "1", "--canary", "2"], "--prometheus",
+         "Prometheus"),
+    ],
+)  # fmt: skip
+def test_grafanas_own_refusal_says_the_url_is_grafanas(
+    serve: Any, command: list[str], flag: str, name: str
+) -> None:
+    """A backend URL that is Grafana's (the address a user opens Explore at) is refused, without
+    a session, with Grafana's error document: the line told to check the tenant and credential
+    headers, and with a token Grafana's own API answers instead (its dashboards). The URL is
+    what to change: the backend's own, or Grafana's data-source proxy for it."""
+    unauthorized = {**GRAFANA_401, "message": "Unauthorized", "messageId": "auth.unauthorized"}
+    url = serve(answering(unauthorized, 401)).url
+    result = CliRunner().invoke(cli, [*command, flag, url], env={"TRACEKIT_BACKEND_HEADERS": ""})
+    assert (result.exit_code, result.stdout) == (2, "")
+    assert result.stderr == (
+        f"tracekit: {name} at {url} answered HTTP 401: Unauthorized; that is Grafana, not"
+        f" {name}: give the URL of {name} itself, or Grafana's data-source proxy for it"
+        f" ({url}{PROXY}/UID) with a token header\n"
+    )
+    # below a path (a hosted Tempo's prefix, a proxy) the same answer is the credentials'
+    hosted = CliRunner().invoke(cli, [*command, flag, f"{url}/tempo"],
+                                env={"TRACEKIT_BACKEND_HEADERS": ""})  # fmt: skip
+    assert hosted.stderr == (
+        f"tracekit: {name} at {url}/tempo answered HTTP 401: Unauthorized (check the tenant and"
+        " credential headers)\n"
+    )
 
 
 def test_a_json_document_without_a_message_is_said_as_it_came(serve: Any) -> None:

@@ -53,6 +53,7 @@ _TITLE = re.compile(r"<title[^>]*>(.*?)</title", re.IGNORECASE | re.DOTALL)
 _TAG = re.compile(r"<[^>]*>?")  # an unclosed tag too: the body may be cut at MAX_ERROR_BYTES
 _ASCII = "".join(map(chr, range(0x80)))
 _NO_PROXY = "NO_PROXY lists the hosts to reach without it"
+_GRAFANA_PROXY = "/api/datasources/proxy/"  # Grafana's path to a data source's own API
 _TUNNEL_REFUSED = "Tunnel connection failed: "  # http.client's words for a CONNECT refused
 
 
@@ -351,12 +352,24 @@ class JsonClient:
         message = f"HTTP {error.code}" + (f": {detail}" if detail else "")
         if error.code in RETRYABLE_STATUS:
             return _Retryable(message, _retry_after(error.headers.get("Retry-After")))
-        hint = " (check the tenant and credential headers)" if error.code in (401, 403) else ""
+        hint = self._refused(document) if error.code in (401, 403) else ""
         if error.code == 407 and self._proxy is not None:  # the proxy's answer, not the backend's
             hint = f" from the proxy {self._proxy} (give its user and password in that variable)"
         if 300 <= error.code < 400:
             hint = self._not_followed(error.url, error.headers.get("Location"))
         return HTTPStatusError(f"{self.where} answered {message}{hint}", error.code, detail)
+
+    def _refused(self, document: Any) -> str:
+        """What to check when a request was refused: its tenant and credential headers, unless
+        Grafana itself answered (its errors carry a ``messageId``) at a URL without a path: a
+        Grafana's own, which no credential makes a Tempo, Jaeger or Prometheus API. Below a path
+        (a data-source proxy, a hosted backend's prefix) the credentials are what to check."""
+        grafanas = isinstance(document, dict) and "messageId" in document
+        if not grafanas or urllib.parse.urlsplit(self.base_url).path.strip("/"):
+            return " (check the tenant and credential headers)"
+        return (f"; that is Grafana, not {self.name}: give the URL of {self.name} itself, or"
+                f" Grafana's data-source proxy for it ({self.base_url}{_GRAFANA_PROXY}uid/UID)"
+                " with a token header")  # fmt: skip
 
     def _not_followed(self, url: str, location: str | None) -> str:
         """Where a redirect tracekit would not follow led (an SSO proxy sending the request to
