@@ -36,7 +36,7 @@ from tracekit_cli.options import (
     resolve_format,
     typed_route,
 )
-from tracekit_cli.output import Command, emit_json, emit_rich, emit_text
+from tracekit_cli.output import Command, emit_json, emit_rich, emit_text, examples
 
 if TYPE_CHECKING:
     from tracekit.canary import Subject, Verdict, VersionSamples
@@ -120,7 +120,14 @@ _how_strict = _options([
 ])  # fmt: skip
 
 
-@click.command(cls=Command, short_help="Judge a canary version against its baseline.")
+@click.command(
+    cls=Command,
+    short_help="Judge a canary version against its baseline.",
+    epilog=examples(
+        "tracekit canary --service shop --baseline 1.4 --canary 1.5",
+        "tracekit canary --service shop --baseline 1.4 --canary 1.5 --gate strict",
+    ),
+)
 @_what_and_where
 @format_option
 @_how_strict

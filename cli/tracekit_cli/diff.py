@@ -36,7 +36,7 @@ from tracekit_cli.options import (
     typed_route,
     warn,
 )
-from tracekit_cli.output import Command, collecting_less_often, emit_json, emit_text
+from tracekit_cli.output import Command, collecting_less_often, emit_json, emit_text, examples
 
 if TYPE_CHECKING:
     from tracekit.diff import FailOn, PairDiff, SetDiff, Thresholds
@@ -46,7 +46,14 @@ if TYPE_CHECKING:
 EXIT_SAME, EXIT_DIFFERENT, EXIT_MISSING = 0, 1, 3
 
 
-@click.command(cls=Command, short_help="Show what differs between two requests or two sets.")
+@click.command(
+    cls=Command,
+    short_help="Show what differs between two requests or two sets.",
+    epilog=examples(
+        "tracekit diff first-order-7 first-order-8",
+        "tracekit diff --service shop --a service.version=1.4 --b service.version=1.5",
+    ),
+)
 @click.argument("requests", nargs=-1, metavar="[A B]")
 @backend_options
 @format_option

@@ -280,6 +280,12 @@ def help_written(option: click.Option | None) -> click.Option | None:
     return option
 
 
+def examples(*lines: str) -> str:
+    """A command's ``--help`` epilog: command lines a newcomer can run as they are (with the
+    README's first service, or after ``tracekit demo`` with its IDs), kept unwrapped."""
+    return "\b\nExamples:\n" + "\n".join(f"  {line}" for line in lines)
+
+
 class Command(click.Command):
     """A tracekit command: ``--help`` is output like any other (:func:`print_and_exit`)."""
 

@@ -21,10 +21,18 @@ from tracekit_cli.options import (
     resolve_format,
     service_name,
 )
-from tracekit_cli.output import Command, emit_json, emit_rich, emit_text
+from tracekit_cli.output import Command, emit_json, emit_rich, emit_text, examples
 
 
-@click.command(cls=Command, short_help="List recent requests, the newest first.")
+@click.command(
+    cls=Command,
+    short_help="List recent requests, the newest first.",
+    epilog=examples(
+        "tracekit search --since 15m",
+        "tracekit search --service shop --errors",
+        "tracekit search --min-duration 500 --format json",
+    ),
+)
 @backend_options
 @format_option
 @click.option("--service", metavar="NAME", callback=service_name,

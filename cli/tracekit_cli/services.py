@@ -23,12 +23,19 @@ from tracekit_cli.options import (
     service_name,
     warn,
 )
-from tracekit_cli.output import Command, emit_json, emit_rich, emit_text
+from tracekit_cli.output import Command, emit_json, emit_rich, emit_text, examples
 
 MAX_SPANS = 200_000  # what the map holds in memory (about 1.5 kB a span)
 
 
-@click.command(cls=Command, short_help="Show the service map: calls, errors, latency per edge.")
+@click.command(
+    cls=Command,
+    short_help="Show the service map: calls, errors, latency per edge.",
+    epilog=examples(
+        "tracekit services",
+        "tracekit services --since 24h --format json",
+    ),
+)
 @backend_options
 @format_option
 @click.option("--since", metavar="WHEN", default="1h", show_default=True,

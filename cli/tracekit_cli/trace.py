@@ -26,13 +26,21 @@ from tracekit_cli.options import (
     service_name,
     traceparent_trace_id,
 )
-from tracekit_cli.output import Command, collecting_less_often, emit_json, emit_text
+from tracekit_cli.output import Command, collecting_less_often, emit_json, emit_text, examples
 
 # far more than memory holds (about 1.5 kB a span), and what the store's 64-bit LIMIT can take
 MAX_SPANS_LIMIT = 10_000_000
 
 
-@click.command(cls=Command, short_help="Show the path of one request, its hops, errors and logs.")
+@click.command(
+    cls=Command,
+    short_help="Show the path of one request, its hops, errors and logs.",
+    epilog=examples(
+        "tracekit trace first-order-7",
+        "tracekit trace first-order-7 --format json",
+        "tracekit trace 4bf92f3577b34da6a3ce929d0e0e4736",
+    ),
+)
 @click.argument("request_id", metavar="ID")
 @backend_options
 @format_option
