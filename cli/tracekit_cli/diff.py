@@ -35,6 +35,7 @@ from tracekit_cli.options import (
     traceparent_trace_id,
     typed_route,
     warn,
+    where_to_look,
 )
 from tracekit_cli.output import Command, collecting_less_often, emit_json, emit_text, examples
 
@@ -205,7 +206,7 @@ def _not_comparable(source: SpanSource, missing: list[str]) -> str:
     logged = [q for q in missing if logs_held and reconstruct(source, q) is not None]
     unknown = [q for q in missing if q not in logged]
     named = " and ".join(repr(q)[:80] + _trace_id_inside(q) for q in unknown)
-    said = [f"no request found for {named}"] if unknown else []
+    said = [f"no request found for {named}{where_to_look(source)}"] if unknown else []
     window = searched_back(source, unknown)
     said += [f"correlation IDs are searched for {window}"] if window else []
     if logged:

@@ -434,6 +434,16 @@ def searched_back(source: object, queries: list[str]) -> str | None:
     return f"over the last {window()}; an older request is found by its trace ID"
 
 
+def where_to_look(source: object) -> str:
+    """For a "no request found" line, when the store was read: which one (the service may write
+    another) and the command that lists what it holds (the ID may be mistyped)."""
+    from tracekit.store import Store
+
+    if not isinstance(source, Store):
+        return ""
+    return f" in the store {shown_path(source.path)} ('tracekit search' lists its newest requests)"
+
+
 def no_color() -> bool:
     """True when the rich views are drawn without colour, decided as rich and click decide it:
     ``NO_COLOR`` (any non-empty value) asks for none; else ``FORCE_COLOR`` (any non-empty value)

@@ -25,6 +25,7 @@ from tracekit_cli.options import (
     searched_back,
     service_name,
     traceparent_trace_id,
+    where_to_look,
 )
 from tracekit_cli.output import Command, collecting_less_often, emit_json, emit_text, examples
 
@@ -70,7 +71,9 @@ def trace(
     except BackendError as error:
         fail(str(error), EXIT_ERROR)
     if path is None:
-        hint = _traceparent_hint(query) or _searched_back_hint(source, query)
+        hint = (
+            _traceparent_hint(query) or _searched_back_hint(source, query) or where_to_look(source)
+        )
         fail(f"no request found for {query!r:.80}{hint}", EXIT_NOT_FOUND)
     chosen = resolve_format(output_format)
     if chosen == "json":

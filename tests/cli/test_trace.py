@@ -374,7 +374,10 @@ def uncoloured_environ() -> dict[str, str]:
 def test_exit_status_and_one_line_errors(store: Path, tmp_path: Path) -> None:
     not_found = cli_process("trace", "req-unknown", "--store", str(store))
     assert not_found.returncode == 1 and not_found.stdout == ""
-    assert not_found.stderr == "tracekit: no request found for 'req-unknown'\n"
+    assert not_found.stderr == (
+        f"tracekit: no request found for 'req-unknown' in the store {store} ('tracekit search'"
+        " lists its newest requests)\n"
+    )
     missing = cli_process("trace", "x", "--store", str(tmp_path / "nothing.db"))
     assert missing.returncode == 2
     assert missing.stderr.startswith(
@@ -918,7 +921,8 @@ def test_only_a_traceparent_a_service_accepts_is_answered_with_its_trace_id(
         " (tracekit trace c303d9b3000000000000000000000001)"
     )
     assert (code, out) == (1, "")
-    assert err == f"tracekit: no request found for '{typed}'{hint if hinted else ''}\n"
+    in_store = f" in the store {store} ('tracekit search' lists its newest requests)"
+    assert err == f"tracekit: no request found for '{typed}'{hint if hinted else in_store}\n"
 
 
 def test_span_ids_repeated_across_traces_keep_each_span_its_own_notes(tmp_path: Path) -> None:

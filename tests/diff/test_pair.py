@@ -45,6 +45,13 @@ def run(deployment: Deployment, *args: str) -> tuple[int, str, str]:
     return result.exit_code, result.stdout, result.stderr
 
 
+def in_store(deployment: Deployment) -> str:
+    """How a request not found names the store it was looked for in (the service may write
+    another) and the command that lists what it holds (the ID may be mistyped)."""
+    path = deployment.store.path
+    return f" in the store {path} ('tracekit search' lists its newest requests)"
+
+
 def document(deployment: Deployment, a: str, b: str, *options: str) -> tuple[int, dict[str, Any]]:
     return diff_document(deployment.store.path, a, b, *options)
 
@@ -340,7 +347,7 @@ def test_a_pasted_traceparent_is_answered_with_the_trace_id_in_it(deployment: De
     assert (code, out) == (3, "")
     assert err == (
         f"tracekit: no request found for '{typed}' (a traceparent header, whose trace ID is"
-        " 4bf92f3577b34da6a3ce929d0e0e4736)\n"
+        f" 4bf92f3577b34da6a3ce929d0e0e4736){in_store(deployment)}\n"
     )
 
 
@@ -348,9 +355,11 @@ def test_exit_status_like_unix_diff(deployment: Deployment, tmp_path: Path) -> N
     a, _ = pair(deployment, Shape(), Shape())
 
     code, out, err = run(deployment, a, "req-nowhere", "--format", "text")
-    assert (code, out, err) == (3, "", "tracekit: no request found for 'req-nowhere'\n")
+    assert (code, out) == (3, "")
+    assert err == f"tracekit: no request found for 'req-nowhere'{in_store(deployment)}\n"
     code, _, err = run(deployment, "req-x", "req-y")
-    assert code == 3 and err == "tracekit: no request found for 'req-x' and 'req-y'\n"
+    assert code == 3
+    assert err == f"tracekit: no request found for 'req-x' and 'req-y'{in_store(deployment)}\n"
     for usage in ([a], [a, a, "--service", "orders"], [a, a, "--fail-on", "faster"],
                   [a, a, "--fail-on", "slower=fast"]):  # fmt: skip
         code, out, err = run(deployment, *usage)
@@ -685,8 +694,9 @@ def test_requests_only_log_lines_carry_are_said_to_have_no_span_to_compare(
         " (tracekit trace shows them)\n"
     ))  # fmt: skip
     assert diff("req-nowhere", "req-logs-1") == (3, "", (
-        "tracekit: no request found for 'req-nowhere'; 'req-logs-1' has only log lines,"
-        " no span to compare (tracekit trace shows them)\n"
+        f"tracekit: no request found for 'req-nowhere' in the store {db} ('tracekit search'"
+        " lists its newest requests); 'req-logs-1' has only log lines, no span to compare"
+        " (tracekit trace shows them)\n"
     ))  # fmt: skip
     assert diff("req-logs-1", "req-logs-1")[2] == (  # said once
         "tracekit: 'req-logs-1' has only log lines, no span to compare"
