@@ -291,9 +291,10 @@ class TracekitMiddleware(OptionsReadLate):
         inside: object = None,
     ) -> None:
         try:
-            if error is not None and not request.status_code and _client_went_away(error):
-                # the client's doing, as Django's cancelled view is: no server error
-                request.status_code, error = CLIENT_CLOSED_REQUEST, None
+            if error is not None and _client_went_away(error):
+                # the client's doing, as Django's cancelled view is: no server error; the
+                # status sent, if any (a response streamed while its upload was read)
+                request.status_code, error = request.status_code or CLIENT_CLOSED_REQUEST, None
             elif error is not None and _over_body_limit(error, request.status_code):
                 request.status_code, error = _CONTENT_TOO_LARGE, None  # the client's error too
             elif error is not None and _client_closed_websocket(error):
@@ -559,7 +560,8 @@ def _added_last(app: object) -> bool:
 
 def _client_went_away(error: BaseException) -> bool:
     """Starlette's ``ClientDisconnect``: the client left before its request body had come
-    (an upload cancelled), and reading it raised."""
+    (an upload cancelled, or one whose chunks the app streams back as they come), and reading
+    it raised."""
     return _is_starlettes(error, "ClientDisconnect")
 
 

@@ -1004,6 +1004,47 @@ def test_a_client_that_leaves_during_its_upload_is_no_server_error(
     assert registry.get_sample_value("http_server_request_duration_seconds_count", sample) == 1
 
 
+def test_a_client_that_leaves_a_streamed_echo_of_its_upload_is_no_server_error(
+    serve_asgi: Any, wait_for_spans: Any, caplog: Any
+) -> None:
+    """An app that answers while it reads the upload (each chunk streamed back as it comes)
+    has sent its 200 when the client leaves and reading the body raises Starlette's
+    ``ClientDisconnect``. Only before the response was that the client's doing (a ``499``);
+    after it, it was a failed span with the exception and a request counted with
+    ``error_type="ClientDisconnect"``. Now it keeps the 200 it was answered with, no error."""
+    from prometheus_client import CollectorRegistry
+
+    caplog.set_level(logging.CRITICAL)  # uvicorn logs the exception the app let out
+
+    class Echo:  # an ASGI endpoint (a class, which Starlette calls as one)
+        async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            async for chunk in Request(scope, receive).stream():
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b""})
+
+    registry = CollectorRegistry()
+    app = Starlette(routes=[Route("/echo", Echo(), methods=["POST"])])
+    app.add_middleware(asgi.TracekitMiddleware, registry=registry, service_name="shop")
+    port = int(serve_asgi(app).rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+        sock.sendall(b"5\r\nhello\r\n")
+        assert sock.recv(4096).startswith(b"HTTP/1.1 200 OK")
+
+    (span,) = wait_for_spans(1)
+    assert span.status.status_code is StatusCode.UNSET
+    assert span.attributes["http.response.status_code"] == 200
+    assert "error.type" not in span.attributes
+    assert not span.events
+    sample = {"http_request_method": "POST", "http_route": "/echo", "error_type": "",
+              "http_response_status_code": "200", "service_name": "shop",
+              "service_version": ""}  # fmt: skip
+    assert registry.get_sample_value("http_server_request_duration_seconds_count", sample) == 1
+    in_flight = {"service_name": "shop", "service_version": ""}
+    assert registry.get_sample_value("http_server_active_requests", in_flight) == 0
+
+
 def test_wsgiref_still_frames_a_one_chunk_body_with_content_length(wait_for_spans: Any) -> None:
     """PEP 3333 lets a server count a body of one chunk (``len(app_iter) == 1``) and send its
     Content-Length, as wsgiref (and Django's runserver, built on it) does; tracekit's response
