@@ -83,11 +83,24 @@ def test_the_child_of_flask_run_debug_serves_the_metrics_port(tmp_path: Path) ->
 
 
 def test_the_child_of_django_runserver_serves_the_metrics_port(tmp_path: Path) -> None:
-    (tmp_path / "settings.py").write_text(textwrap.dedent(DJANGO_SETTINGS))
-    (tmp_path / "urls.py").write_text(textwrap.dedent(DJANGO_URLS))
+    _assert_the_child_of_runserver_serves_metrics(tmp_path, textwrap.dedent(DJANGO_SETTINGS))
+
+
+def test_the_child_of_django_runserver_serves_the_metrics_port_after_uninstrument(
+    tmp_path: Path,
+) -> None:
+    """``tracekit.uninstrument()`` removes the client and queue patches, not the reloader's
+    hook: the port is still served (until ``shutdown()``), so the child still needs it freed."""
+    settings = textwrap.dedent(DJANGO_SETTINGS) + "tracekit.uninstrument()\n"
+    _assert_the_child_of_runserver_serves_metrics(tmp_path, settings)
+
+
+def _assert_the_child_of_runserver_serves_metrics(folder: Path, settings: str) -> None:
+    (folder / "settings.py").write_text(settings)
+    (folder / "urls.py").write_text(textwrap.dedent(DJANGO_URLS))
     port = free_port()
     command = ["-m", "django", "runserver", f"127.0.0.1:{port}", "--settings", "settings"]
-    _assert_the_serving_child_serves_metrics(tmp_path, command, port)
+    _assert_the_serving_child_serves_metrics(folder, command, port)
 
 
 def _assert_the_serving_child_serves_metrics(folder: Path, command: list[str], port: int) -> None:
