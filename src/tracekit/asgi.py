@@ -135,7 +135,7 @@ class TracekitMiddleware(OptionsReadLate):
         inside = top if "app" in scope else None
         watched_send = self._watching(send, request, scope, top, arrived_in)
         if scope["type"] == "http":
-            receive = _receiving_as_arrived(receive, arrived_in, request.correlation_token)
+            receive = _receiving_as_arrived(receive, arrived_in, request.correlation_token, request)
         error: BaseException | None = None
         try:
             await self.app(scope, receive, watched_send)
@@ -301,6 +301,9 @@ class TracekitMiddleware(OptionsReadLate):
                 error = None  # how a WebSocket connection ends: no server error either
             elif error is not None and not request.status_code:
                 request.status_code = _error_page_status(inside, scope, error)
+            elif error is None and not request.status_code and request.client_left:
+                # the app gave up on a client that left (Django's handler during its upload)
+                request.status_code = CLIENT_CLOSED_REQUEST
             # a response that has gone was routed already (complete): no second lookup
             route = None if request.completed else _route_named(request, scope, top)
             if (
@@ -389,9 +392,13 @@ async def _send_as_arrived(
 
 
 def _receiving_as_arrived(
-    receive: Receive, arrived_in: otel_context.Context, correlation_token: Token[str | None]
+    receive: Receive,
+    arrived_in: otel_context.Context,
+    correlation_token: Token[str | None],
+    request: ActiveRequest | None = None,
 ) -> Receive:
-    """``receive``, called in the context the request arrived in.
+    """``receive``, called in the context the request arrived in, noting on ``request`` that
+    the client left (``http.disconnect``).
 
     The server may read on from inside it: uvicorn stops reading a connection while more than
     64 KiB of a body wait for the application, and reads on when the application asks for
@@ -402,9 +409,12 @@ def _receiving_as_arrived(
     async def receive_as_arrived() -> Message:
         tokens = _as_arrived(arrived_in, correlation_token)
         try:
-            return await receive()
+            message = await receive()
         finally:
             restore_current(tokens)
+        if request is not None and message.get("type") == "http.disconnect":
+            request.client_left = True
+        return message
 
     return receive_as_arrived
 

@@ -335,6 +335,35 @@ def test_a_client_that_leaves_during_the_view_under_both_layers_is_a_499(
     assert _counted_since(metrics_url, before) == {("/slow", str(status)): 1.0}
 
 
+def test_a_client_that_leaves_during_its_upload_under_both_layers_is_a_499(
+    stacked_django_either: tuple[str, Path, str], request: pytest.FixtureRequest
+) -> None:
+    """Under ASGI Django reads the whole body before any middleware and, when the client
+    leaves first, returns without answering: the outer layer ended the request without a
+    status (a span named ``POST`` without ``http.response.status_code``, counted with an empty
+    status, which the dashboards' error ratio takes for a server error). Under WSGI the view
+    runs, its body unread."""
+    url, store, metrics_url = stacked_django_either
+    server = request.node.callspec.params["stacked_django_either"]
+    # a route no other test here counts: the counts are keyed by route and status alone
+    route, status = {"wsgi": ("/archive/{0}/{1}/", 200), "asgi": ("_unmatched", 499)}[server]
+    before = _request_counts(requests.get(metrics_url, timeout=10).text)
+    cid = f"stack-upload-{uuid.uuid4().hex[:8]}"
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(
+            f"POST /archive/2024/05/ HTTP/1.1\r\nHost: {host}\r\nX-Correlation-ID: {cid}\r\n"
+            "Content-Length: 100000\r\n\r\npart".encode()
+        )
+        time.sleep(0.1)  # the body is being read; the client gives up
+
+    (span,) = _server_spans(store, cid)
+    assert span["status"] == "UNSET"
+    assert span["attributes"]["http.response.status_code"] == status
+    wait_for(lambda: _counted_since(metrics_url, before), 5, "the request counted")
+    assert _counted_since(metrics_url, before) == {(route, str(status)): 1.0}
+
+
 def test_a_path_djangos_settings_exclude_is_excluded_under_both_layers(
     stacked_django_either: tuple[str, Path, str],
 ) -> None:

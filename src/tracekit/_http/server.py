@@ -89,6 +89,8 @@ class ActiveRequest:
     # The route the framework matched, read if SIGTERM or the exit ends the request before it
     # returns (its span then has the route it would have had).
     route_of: Callable[[], str | None] | None = None
+    # ASGI: the server told the application that the client disconnected (``http.disconnect``).
+    client_left: bool = False
 
 
 class ServerRequests:
