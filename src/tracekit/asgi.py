@@ -301,9 +301,8 @@ class TracekitMiddleware(OptionsReadLate):
                 error = None  # how a WebSocket connection ends: no server error either
             elif error is not None and not request.status_code:
                 request.status_code = _error_page_status(inside, scope, error)
-            elif error is None and not request.status_code and request.client_left:
-                # the app gave up on a client that left (Django's handler during its upload)
-                request.status_code = CLIENT_CLOSED_REQUEST
+            elif error is None and not request.status_code:
+                request.status_code = _unanswered_status(scope, request)
             # a response that has gone was routed already (complete): no second lookup
             route = None if request.completed else _route_named(request, scope, top)
             if (
@@ -492,6 +491,18 @@ def _error_page_status(app: object, scope: Scope, error: BaseException) -> int:
     if not isinstance(answerer, errors.ServerErrorMiddleware):
         return 0
     return 500 if answerer.debug or answerer.handler is None else 0
+
+
+def _unanswered_status(scope: Scope, request: ActiveRequest) -> int:
+    """The status of an HTTP request the application returned from without answering: a
+    ``499`` where the server had said the client left (Django's ASGI handler gives up so on a
+    client that leaves during its upload), else uvicorn's ``500`` ("ASGI callable returned
+    without starting response"), where uvicorn called this layer through layers that pass a
+    return on (Starlette's, FastAPI's). 0 where that is not known (another server, a middleware
+    of the application's, an in-process client)."""
+    if request.client_left:
+        return CLIENT_CLOSED_REQUEST
+    return 500 if scope["type"] == "http" and _caller(_passes_exit_on) == "uvicorn" else 0
 
 
 def _server_called() -> bool:

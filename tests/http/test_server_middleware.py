@@ -1045,6 +1045,41 @@ def test_a_client_that_leaves_a_streamed_echo_of_its_upload_is_no_server_error(
     assert registry.get_sample_value("http_server_active_requests", in_flight) == 0
 
 
+@pytest.mark.parametrize("framework", ["bare", "starlette"])
+def test_an_app_that_returns_without_answering_is_uvicorns_500(
+    serve_asgi: Any, wait_for_spans: Any, caplog: Any, framework: str
+) -> None:
+    """uvicorn answers an application that returned without starting a response with its own
+    500 ("ASGI callable returned without starting response"): the span had no status code and
+    no error, and the request was counted with an empty status and no ``error_type``."""
+    from prometheus_client import CollectorRegistry
+
+    caplog.set_level(logging.CRITICAL)  # uvicorn logs the application's fault
+
+    class Forgets:  # an ASGI endpoint that never answers
+        async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+            return
+
+    registry = CollectorRegistry()
+    if framework == "bare":
+        app: Any = asgi.TracekitMiddleware(Forgets(), registry=registry, service_name="shop")
+        route = "_unmatched"
+    else:
+        app = Starlette(routes=[Route("/forgets", Forgets())])
+        app.add_middleware(asgi.TracekitMiddleware, registry=registry, service_name="shop")
+        route = "/forgets"
+    response = requests.get(serve_asgi(app) + "/forgets", timeout=10)
+
+    assert response.status_code == 500
+    (span,) = wait_for_spans(1)
+    assert span.status.status_code is StatusCode.ERROR
+    assert span.attributes["http.response.status_code"] == 500
+    sample = {"http_request_method": "GET", "http_route": route, "error_type": "500",
+              "http_response_status_code": "500", "service_name": "shop",
+              "service_version": ""}  # fmt: skip
+    assert registry.get_sample_value("http_server_request_duration_seconds_count", sample) == 1
+
+
 def test_wsgiref_still_frames_a_one_chunk_body_with_content_length(wait_for_spans: Any) -> None:
     """PEP 3333 lets a server count a body of one chunk (``len(app_iter) == 1``) and send its
     Content-Length, as wsgiref (and Django's runserver, built on it) does; tracekit's response
