@@ -144,6 +144,11 @@ def bounded_span(record: SpanRecord) -> SpanRecord:
     )
 
 
+# Values that hold no string: asked first, since an isinstance against Mapping (an abstract
+# class) costs more than the rest of the check, and every span's attributes are checked.
+_SCALARS = frozenset((int, float, bool, type(None)))
+
+
 def _fits(attributes: Attributes) -> bool:
     for key, value in attributes.items():
         if len(key) > MAX_KEY_CHARS:
@@ -151,7 +156,7 @@ def _fits(attributes: Attributes) -> bool:
         if type(value) is str:
             if len(value) > MAX_VALUE_CHARS:
                 return False
-        elif isinstance(value, list | Mapping) and not _value_fits(value):
+        elif type(value) not in _SCALARS and not _value_fits(value):
             return False
     return True
 

@@ -38,6 +38,10 @@ from tracekit.store._limits import bounded_span, bounded_value, clock_step_mende
 from tracekit.store._reclaim import StaleRows
 
 _MAX_CACHED_PAIRS = 100_000
+# The types of attribute values whose fragments are cached, besides short strings: a fragment is
+# looked up by (key, type, value), so 1, 1.0 and True stay apart. 0.0 is not cached: it equals
+# -0.0, and one entry would serve both.
+_CACHED_KINDS = frozenset((int, bool, float, type(None)))
 _NO_PARENT = bytes(8)
 
 SpanRow = tuple[object, ...]
@@ -144,23 +148,24 @@ class RowEncoder:
 
     def attributes(self, attributes: Attributes, skip: str | None = None) -> str:
         """The stored attribute list (``''`` when empty); every string must be interned."""
-        parts = [self._cached_pair(k, v) for k, v in attributes.items() if k != skip]
+        parts = []
+        for key, value in attributes.items():
+            if key == skip:
+                continue
+            kind = type(value)  # in the loop, not a call per attribute: every span passes here
+            if (type(value) is str and len(value) <= INTERN_MAX_LENGTH) or (
+                kind in _CACHED_KINDS and (value or kind is not float)
+            ):
+                parts.append(self._pairs.get((key, kind, value)) or self._cached(key, value))
+            else:
+                parts.append(self._pair_now(key, value))  # long or nested values rarely repeat
         return f"[{','.join(parts)}]" if parts else ""
 
-    def _cached_pair(self, key: str, value: AttributeValue) -> str:
-        if (
-            isinstance(value, list | dict)
-            or (type(value) is str and len(value) > INTERN_MAX_LENGTH)
-            or (type(value) is float and not value)  # 0.0 == -0.0: one cache entry for both
-        ):
-            return self._pair_now(key, value)  # long or nested values rarely repeat: no cache
-        cache_key = (key, type(value), value)
-        found = self._pairs.get(cache_key)
-        if found is None:
-            found = self._pair_now(key, value)
-            if len(self._pairs) >= _MAX_CACHED_PAIRS:
-                self._pairs = {}
-            self._pairs[cache_key] = found
+    def _cached(self, key: str, value: AttributeValue) -> str:
+        found = self._pair_now(key, value)
+        if len(self._pairs) >= _MAX_CACHED_PAIRS:
+            self._pairs = {}
+        self._pairs[key, type(value), value] = found
         return found
 
     def _pair_now(self, key: str, value: AttributeValue) -> str:
@@ -203,15 +208,31 @@ class RowEncoder:
         needed: dict[str, None] = {}
         for record in records:
             documents.digest(record)
-            needed.update(dict.fromkeys((record.service, record.name)))
+            needed[record.service] = needed[record.name] = None
             if record.scope:
                 needed[record.scope] = None
-            for key, value in _all_attributes(record):
-                self.needed(key, value, needed)
+            # every attribute the record stores, but its correlation id (a table of its own)
+            self._needed_in(record.attributes, needed, skip=CORRELATION_ATTRIBUTE)
+            for event in record.events:
+                self._needed_in(event.attributes, needed)
+            for link in record.links:
+                self._needed_in(link.attributes, needed)
             correlation = record.attributes.get(CORRELATION_ATTRIBUTE)
             if indexed_correlation(correlation) is None and correlation is not None:
                 self.needed(CORRELATION_ATTRIBUTE, correlation, needed)
         self.interner.add(needed, documents.new(self.interner.resources))
+
+    def _needed_in(
+        self, attributes: Attributes, out: dict[str, None], skip: str | None = None
+    ) -> None:
+        """``needed`` for each of ``attributes`` but ``skip``; one loop, as every span's
+        attributes pass here, and most of them are interned already."""
+        strings = self.strings
+        for key, value in attributes.items():
+            if (key not in strings or (type(value) is str and value not in strings)) and (
+                key != skip
+            ):
+                self.needed(key, value, out)
 
     def add_record(self, out: SpanRows, record: SpanRecord, resource_ref: int) -> None:
         """Append the row (and link rows) of one record whose strings are interned."""
@@ -274,12 +295,3 @@ class _ResourceDocuments:
 
     def new(self, known: dict[bytes, int]) -> list[str]:
         return [doc for digest, doc in self._documents.items() if digest not in known]
-
-
-def _all_attributes(record: SpanRecord) -> Iterable[tuple[str, AttributeValue]]:
-    """Every attribute a record stores, but its correlation id (that has a table of its own)."""
-    yield from ((k, v) for k, v in record.attributes.items() if k != CORRELATION_ATTRIBUTE)
-    for event in record.events:
-        yield from event.attributes.items()
-    for link in record.links:
-        yield from link.attributes.items()
