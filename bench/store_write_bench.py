@@ -3,6 +3,8 @@
 - ``write``: ``Store.write`` of typical span records (512 per call) into a fresh store, what a
   service exporting with ``TRACEKIT_EXPORTER=store`` pays: encoding (interning first) and insert;
 - ``encode``: encoding the same records again (every string interned): the encoder alone;
+- ``logs``: ``Store.write`` of log records (512 per call, eight per request, each with its
+  trace, span and correlation id), what the collector's writer process does with OTLP logs;
 - ``insert``: ``Store.write_rows`` of rows decoded from OTLP requests (4,096 per transaction),
   what the collector's writer process does, into a fresh store and, with ``--big STORE``, into
   a copy of that store (``bench.store_size_bench`` builds one of 1M spans).
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import statistics
 import subprocess
@@ -30,6 +33,7 @@ from pathlib import Path
 from bench._report import machine, text_table
 from bench._store_data import otlp_request, typical_spans
 from tracekit.receiver._protobuf_spans import SpanRowDecoder
+from tracekit.records import LogRecordData
 from tracekit.store import Store
 from tracekit.store._rows import SpanRows
 
@@ -38,7 +42,7 @@ ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))
 SPANS = 20_480
 BATCH = 512
 ROWS_PER_WRITE = 4_096
-PARTS = ("write", "encode", "insert", "insert_big")
+PARTS = ("write", "encode", "logs", "insert", "insert_big")
 
 
 def one_round(big: str | None) -> dict[str, float]:
@@ -53,10 +57,35 @@ def one_round(big: str | None) -> dict[str, float]:
         out["write"] = _cpu_per_span(lambda: [store.write(batch, []) for batch in batches])
         out["encode"] = _cpu_per_span(lambda: [store.encoder.encode(batch) for batch in batches])
         store.close()
+        store = Store(Path(tmp) / "logs.db")
+        store.create()
+        logs = typical_logs(SPANS)
+        out["logs"] = _cpu_per_span(
+            lambda: [store.write([], logs[i : i + BATCH]) for i in range(0, SPANS, BATCH)]
+        )
+        store.close()
         out["insert"] = _insert(Path(tmp) / "rows.db", requests)
         if big:
             shutil.copy(big, Path(tmp) / "big.db")
             out["insert_big"] = _insert(Path(tmp) / "big.db", requests)
+    return out
+
+
+def typical_logs(count: int) -> list[LogRecordData]:
+    """``count`` log lines, eight per request, as an instrumented service writes them."""
+    rng = random.Random(3)
+    resource = {"service.name": "orders", "host.name": "h1", "process.pid": 42}
+    out = []
+    for n in range(count):
+        if n % 8 == 0:
+            trace_id, correlation = f"{rng.getrandbits(128):032x}", f"{rng.getrandbits(128):032x}"
+        out.append(LogRecordData(
+            1_765_000_000_000_000_000 + n * 1_000, "orders", "INFO", 9,
+            f"handled order {rng.randrange(10**6)} in {rng.randrange(100)} ms", trace_id,
+            f"{rng.getrandbits(64) | 1:016x}",
+            {"correlation.id": correlation, "logger.name": "orders.api", "code.lineno": n % 8},
+            resource,
+        ))  # fmt: skip
     return out
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Sequence
 from typing import NamedTuple, cast
 
 from tracekit._utf8 import clean_text
@@ -75,9 +75,13 @@ _CLASHES_WITH_STORED = (
 _INSERT_MARK = "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)"
 _INSERT_TRACE = "INSERT OR IGNORE INTO traces (trace_id) VALUES (?)"
 _INSERT_CORRELATION = "INSERT OR IGNORE INTO correlations (value) VALUES (?)"
+# Like a span row's, a log row's trace and correlation are looked up by the INSERT, and "absent"
+# is '' or 0 (binding None or bytes makes sqlite3 consult its adapter registry).
 _INSERT_LOG = (
     "INSERT INTO logs (time_ns, service_ref, severity_number, severity_ref, body, trace_ref,"
-    " span_id, correlation_ref, resource_ref, attributes) VALUES (?,?,?,?,?,?,?,?,?,?)"
+    " span_id, correlation_ref, resource_ref, attributes) VALUES (?1, ?2, ?3, nullif(?4, 0), ?5,"
+    " (SELECT id FROM traces WHERE trace_id = ?6), nullif(?7, ''),"
+    " (SELECT id FROM correlations WHERE value = ?8), ?9, nullif(?10, ''))"
 )
 
 
@@ -266,52 +270,36 @@ class StoreWriter:
     def _insert_logs(self, logs: Sequence[LogRecordData]) -> None:
         if not logs:
             return
-        trace_hex = {r.trace_id for r in logs if r.trace_id}
-        traces = self._refs(
-            "traces", "trace_id", {h: id_bytes(h, 16, "trace id") for h in trace_hex}
-        )
-        correlations = self._refs("correlations", "value", self._correlations(logs))
-        self.conn.executemany(_INSERT_LOG, [self._log_row(r, traces, correlations) for r in logs])
-
-    @staticmethod
-    def _correlations(logs: Iterable[LogRecordData]) -> dict[str, str]:
-        values = {indexed_correlation(r.attributes.get(CORRELATION_ATTRIBUTE)) for r in logs}
-        return {v: v for v in values if v is not None}
-
-    def _refs(self, table: str, column: str, keys: Mapping[str, object]) -> dict[str, int]:
-        """Ids of ``keys`` (caller's key -> stored value) in an interning table, adding new ones."""
-        by_value = {value: key for key, value in keys.items()}
-        found: dict[str, int] = {}
-        values = list(by_value)
-        for start in range(0, len(values), 500):
-            chunk = values[start : start + 500]
-            marks = ",".join("?" * len(chunk))
-            query = f"SELECT {column}, id FROM {table} WHERE {column} IN ({marks})"  # noqa: S608
-            found.update((by_value[v], i) for v, i in self.conn.execute(query, chunk))
-        insert = f"INSERT INTO {table} ({column}) VALUES (?) RETURNING id"  # noqa: S608
-        for key, value in keys.items():
-            if key not in found:
-                found[key] = self.conn.execute(insert, (value,)).fetchone()[0]
-        return found
+        rows: list[tuple[object, ...]] = []
+        traces: set[bytes] = set()
+        correlations: set[str] = set()
+        for record in logs:
+            trace_id = id_bytes(record.trace_id, 16, "trace id") if record.trace_id else b""
+            correlation = indexed_correlation(record.attributes.get(CORRELATION_ATTRIBUTE)) or ""
+            traces.add(trace_id)
+            correlations.add(correlation)
+            rows.append(self._log_row(record, trace_id, correlation))
+        # a statement per table, not one per new trace or correlation id
+        self.conn.executemany(_INSERT_TRACE, [(bytearray(t),) for t in traces if t])
+        self.conn.executemany(_INSERT_CORRELATION, [(c,) for c in correlations if c])
+        self.conn.executemany(_INSERT_LOG, rows)
 
     def _log_row(
-        self, record: LogRecordData, traces: dict[str, int], correlations: dict[str, int]
+        self, record: LogRecordData, trace_id: bytes, correlation: str
     ) -> tuple[object, ...]:
         ref = self.strings.ref
-        correlation = indexed_correlation(record.attributes.get(CORRELATION_ATTRIBUTE))
-        correlation_ref = correlations[correlation] if correlation is not None else None
-        skip = CORRELATION_ATTRIBUTE if correlation_ref is not None else None
+        skip = CORRELATION_ATTRIBUTE if correlation else None
         return (
             record.time_unix_nano,
             ref(record.service),
             record.severity_number,
-            ref(record.severity_text) if record.severity_text else None,
+            ref(record.severity_text) if record.severity_text else 0,
             clean_text(record.body),
-            traces[record.trace_id] if record.trace_id else None,
-            id_bytes(record.span_id, 8, "log span id") if record.span_id else None,
-            correlation_ref,
+            bytearray(trace_id),
+            bytearray(id_bytes(record.span_id, 8, "log span id")) if record.span_id else "",
+            correlation,
             self._resource_ref(record.resource, None),
-            encoded_attributes(self.strings, record.attributes, skip),
+            encoded_attributes(self.strings, record.attributes, skip) or "",
         )
 
     def _resource_ref(self, resource: Attributes, version: str | None) -> int:
