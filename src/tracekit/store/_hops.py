@@ -98,7 +98,7 @@ def newest_hop_samples(
         "start": start,
         "first": first,
         "between": MAX_SPANS_BETWEEN,
-        "messaging_system": _string_id(reader, semconv.MESSAGING_SYSTEM),
+        "messaging_system": reader.string_ref(semconv.MESSAGING_SYSTEM),
     }
     rows = reader.conn.execute(_HOP_SAMPLES, params).fetchall()
     reader.strings.load(reader.conn, [r[0] for r in rows] + [r[1] for r in rows])
@@ -151,8 +151,3 @@ def _window(reader: StoreReader, since_unix_nano: int, limit: int) -> tuple[int,
     query = "SELECT id FROM spans WHERE start_ns = ? ORDER BY id DESC LIMIT 1 OFFSET ?"
     first = conn.execute(query, (oldest, limit - 1 - newer)).fetchone()[0]
     return oldest, first, True
-
-
-def _string_id(reader: StoreReader, value: str) -> int | None:
-    row = reader.conn.execute("SELECT id FROM strings WHERE value = ?", (value,)).fetchone()
-    return None if row is None else int(row[0])

@@ -377,6 +377,8 @@ class StoreReader:
         after its entry's root, so the pages stop once no older root can start a request newer
         than the ``limit`` found.
         """
+        if service is not None and self.string_ref(service) is None:
+            return []  # never stored (a typo): no need to walk every entry of the time index
         found: list[RequestSummary] = []
         seen: dict[str, RequestSummary] = {}
         # --min-duration and --errors match a trace on Tempo, which names the request by it;
@@ -408,6 +410,11 @@ class StoreReader:
         finally:
             entries.close()
         return found
+
+    def string_ref(self, value: str) -> int | None:
+        """The id of ``value`` in ``strings`` (None: no record ever held it)."""
+        row = self.conn.execute("SELECT id FROM strings WHERE value = ?", (value,)).fetchone()
+        return None if row is None else int(row[0])
 
     def _entries(
         self,

@@ -56,7 +56,7 @@ def request_groups(
     reader: StoreReader, service: str, versions: Sequence[str], start_ns: int, end_ns: int
 ) -> list[RequestGroup]:
     """The service's requests started in [start_ns, end_ns), a group per version and route."""
-    service_ref = _string_ref(reader, service)
+    service_ref = reader.string_ref(service)
     resources = _resources_of(reader, versions)
     if service_ref is None or not resources:
         return []
@@ -70,12 +70,12 @@ def request_groups(
     # reader leaves it out of a trace: it cannot be timed, and would end the whole comparison.
     rows = [_as_stored(row) for row in reader.conn.execute(query, params) if type(row[2]) is int]
     status = _ServerErrors(reader)
-    stepped = ValuePicker(_string_ref(reader, semconv.CLOCK_STEPPED_BACK_NS))
+    stepped = ValuePicker(reader.string_ref(semconv.CLOCK_STEPPED_BACK_NS))
     groups: dict[_GroupKey, RequestGroup] = {}
     for kind, key in _ROUTE_KEYS.items():
         of_kind = [row for row in rows if row[1] == kind]
         if of_kind:
-            route = ValuePicker(_string_ref(reader, key))
+            route = ValuePicker(reader.string_ref(key))
             _group(of_kind, (route, stepped), status, resources, groups)
     return _resolve_routes(reader, groups)
 
@@ -84,7 +84,7 @@ def versions_served(
     reader: StoreReader, service: str, start_ns: int, end_ns: int
 ) -> set[str | None]:
     """The versions (None: none recorded) of the service's requests started in the window."""
-    service_ref = _string_ref(reader, service)
+    service_ref = reader.string_ref(service)
     if service_ref is None:
         return set()
     query = (
@@ -149,7 +149,7 @@ class _ServerErrors:
     (which the store may hold interned, as a string id)."""
 
     def __init__(self, reader: StoreReader) -> None:
-        self.picker = ValuePicker(_string_ref(reader, _STATUS_KEY))
+        self.picker = ValuePicker(reader.string_ref(_STATUS_KEY))
         query = "SELECT id FROM strings WHERE value GLOB '5[0-9][0-9]'"
         self.interned = {str(row[0]) for row in reader.conn.execute(query)}
         ids = "".join(f"|{ref}" for ref in sorted(self.interned))
@@ -177,11 +177,6 @@ def _status_number(value: object) -> object:
     """
     number = ascii_int(value, 6)
     return value if number is None else number
-
-
-def _string_ref(reader: StoreReader, value: str) -> int | None:
-    row = reader.conn.execute("SELECT id FROM strings WHERE value = ?", (value,)).fetchone()
-    return None if row is None else int(row[0])
 
 
 def _resources_of(reader: StoreReader, versions: Sequence[str]) -> dict[int, str]:
