@@ -1,20 +1,11 @@
 """Encoding span records into rows (``Store.write``, the store exporter behind
-``TRACEKIT_EXPORTER=store``): what it stores, and how much Python it runs per span.
-
-Every span a service exports into the store is encoded in the service's own process, so the
-encoder's work is the service's CPU. Time is not asserted here (see
-``bench/store_write_bench.py``); the work is, as the number of calls Python makes to encode a
-span whose strings are all interned already, which is the common case and does not depend on
-the machine's speed.
+``TRACEKIT_EXPORTER=store``): what it stores. What it costs is measured in
+``bench/store_write_bench.py``.
 """
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
-from types import FrameType
-
-from bench._store_data import typical_spans
 
 from tracekit.records import SpanEvent, SpanLink, SpanRecord
 from tracekit.store import Store
@@ -64,26 +55,3 @@ def test_values_that_hash_alike_are_stored_apart(tmp_path: Path) -> None:
                 record.links[0].attributes,
             ):
                 assert (repr(attributes["v"]), type(attributes["v"])) == (repr(value), type(value))
-
-
-def test_a_span_of_interned_strings_is_encoded_in_few_calls(tmp_path: Path) -> None:
-    """Encoding a typical span (ten attributes) whose strings are interned made 153 Python
-    calls (a call per attribute to check its bound, and two more to look its fragment up and
-    to ask whether it needed interning, and an isinstance against ``Mapping`` for each number);
-    now 107: each list of attributes is one loop."""
-    store = Store(tmp_path / "s.db")
-    spans = typical_spans(512, seed=11)
-    store.encoder.encode(spans)  # interns what they need, and fills the caches
-    calls = 0
-
-    def count(frame: FrameType, event: str, arg: object) -> None:
-        nonlocal calls
-        calls += event in ("call", "c_call")
-
-    sys.setprofile(count)
-    try:
-        store.encoder.encode(spans)
-    finally:
-        sys.setprofile(None)
-    store.close()
-    assert calls / len(spans) < 120
