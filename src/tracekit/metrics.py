@@ -32,7 +32,7 @@ from prometheus_client.registry import Collector
 
 from tracekit import semconv
 from tracekit._metrics.families import join
-from tracekit._metrics.fold import fold_exited, process_exited, reading
+from tracekit._metrics.fold import fold_exited, fold_reused, process_exited, reading
 from tracekit._metrics.local import (
     LocalCounter,
     LocalGauge,
@@ -270,6 +270,8 @@ class _ServiceMetrics:
         self._service = (service_name, service_version or "")
         self._children: dict[tuple[object, tuple[str, ...]], Any] = {}
         self._local = local_values() if local is None else local
+        if not self._local:
+            _fold_reused_files()
 
     def _admit_recorded_destinations(self, recorded: RecordedSeries) -> None:
         """Count, against the caps, the label values of ``recorded``, the series in the shared
@@ -991,6 +993,7 @@ def install(options: Options, resource: Resource | None = None) -> MetricsServer
     None when nothing is served.
     """
     _set_exemplar_filter(os.environ)
+    _fold_reused_files()
     if not _port_wanted(options):
         return None
     from tracekit._metrics.server import serve
@@ -1077,11 +1080,32 @@ def _before_fork() -> None:
     )
 
 
+# The process whose reused files were folded (``_fold_reused_files``): once per process.
+_reused_folded_in = 0
+
+
+def _fold_reused_files(forked: bool = False) -> None:
+    """Fold the files in the shared directory named with this process's ID that it has not
+    opened: an exited process's of the same ID (``tracekit._metrics.fold.fold_reused``). Once,
+    as the process starts to record: at its fork (``forked``), or as it calls ``init`` or makes
+    its first metrics."""
+    global _reused_folded_in
+    directory = _multiprocess_directory()
+    if _reused_folded_in == os.getpid() or local_values() or not os.path.isdir(directory):
+        return
+    _reused_folded_in = os.getpid()
+    fold_reused(directory, forked)
+
+
 def _admit_recorded_in_child() -> None:
     """A worker forked from a process that had made its metrics (gunicorn ``--preload``, an app
     calling out as it starts) held only that process's count of each capped label: each worker
     ``--max-requests`` recycled admitted a whole cap of new values again. It counts the
-    directory's now, as a worker that makes its metrics itself does."""
+    directory's now, as a worker that makes its metrics itself does.
+
+    First, the files of an exited process that had this one's ID are folded: it has opened
+    none yet (prometheus-client opens its own at its next value)."""
+    _fold_reused_files(forked=True)
     for label in list(_every_bounded_label):
         label.renew_lock()
     # (as the labels' locks: one a parent thread held, building a service's metrics at the fork)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import json
 import operator
 import os
@@ -34,7 +35,7 @@ from prometheus_client.mmap_dict import MmapedDict
 
 from tracekit._runtime.guard import report_once
 
-__all__ = ["LOCK_FILE", "fold_exited", "process_exited", "reading"]
+__all__ = ["LOCK_FILE", "fold_exited", "fold_reused", "process_exited", "reading"]
 
 LOCK_FILE = "tracekit-fold.lock"
 _JOURNAL = "tracekit-fold.journal"
@@ -104,6 +105,58 @@ def fold_exited(directory: str) -> None:
             pass
 
 
+def fold_reused(directory: str, forked: bool) -> None:
+    """Fold the files named with this process's ID that it has not opened, as it starts to
+    record: they are an exited process's that had the same ID. Opened, prometheus-client would
+    carry their values on in this process: counters and histograms rightly (a sum), but the
+    exited one's live gauges (``http_server_active_requests``) for this one's whole life.
+    Waits for the readers and folds under way: a fold of those files that began as the exited
+    process went is over before this process makes any.
+
+    ``forked``: the process has just been forked, and opened none; else the files it has
+    opened are those it maps (``/proc/self/maps``, read only if a file has its ID; where it
+    cannot be read, none is folded)."""
+    pid = os.getpid()
+    mapped = functools.cache(_mapped_inodes)
+
+    def reused(file_pid: int, path: str) -> bool:
+        if file_pid != pid:
+            return False
+        if forked:
+            return True
+        held = mapped()
+        return held is not None and _inode(path) not in held
+
+    with _lock_file(directory) as lock:
+        try:
+            if lock is not None:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                _fold_locked(directory, reused)
+        except OSError as error:  # (a file system without locks)
+            report_once(f"locking {LOCK_FILE}", error)
+
+
+def _mapped_inodes() -> frozenset[int] | None:
+    """The inodes of the files this process maps (prometheus-client maps each file it opens);
+    None where ``/proc/self/maps`` cannot be read (not Linux)."""
+    try:
+        with open("/proc/self/maps") as maps:
+            return frozenset(int(line.split(maxsplit=5)[4]) for line in maps)
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _inode(path: str) -> int | None:
+    try:
+        return os.stat(path).st_ino
+    except OSError:
+        return None
+
+
+def _of_exited_process(pid: int, _path: str) -> bool:
+    return process_exited(pid)
+
+
 @contextlib.contextmanager
 def _lock_file(directory: str) -> Iterator[int | None]:
     """The directory's lock file, open for the block (None, said once, where it cannot be)."""
@@ -123,19 +176,20 @@ def _lock_file(directory: str) -> Iterator[int | None]:
         os.close(lock)
 
 
-def _fold_locked(directory: str) -> None:
+def _fold_locked(directory: str, foldable: Callable[[int, str], bool] = _of_exited_process) -> None:
     try:
         _finish_interrupted(directory)
-        _fold(directory)
+        _fold(directory, foldable)
     except Exception as error:
         report_once("folding exited processes' metrics files", error)
 
 
-def _fold(directory: str) -> None:
-    """Write each kind's new folded file, then commit them with the journal."""
+def _fold(directory: str, foldable: Callable[[int, str], bool]) -> None:
+    """Write each kind's new folded file, then commit them with the journal. ``foldable``: of
+    a process ID and a file's path, whether to fold the file."""
     replace: dict[str, str] = {}
     remove: list[str] = []
-    for kind, names in _exited_files(directory).items():
+    for kind, names in _foldable_files(directory, foldable).items():
         if _LIVE_GAUGE.fullmatch(kind):
             remove += names
         elif kind in _COMBINE:
@@ -152,12 +206,12 @@ def _fold(directory: str) -> None:
     _carry_out(directory, replace, remove)
 
 
-def _exited_files(directory: str) -> dict[str, list[str]]:
-    """The names of the files of exited processes, by kind (``counter``, ``gauge_max``...)."""
+def _foldable_files(directory: str, foldable: Callable[[int, str], bool]) -> dict[str, list[str]]:
+    """The names of the processes' files to fold, by kind (``counter``, ``gauge_max``...)."""
     found: dict[str, list[str]] = {}
     for name in sorted(os.listdir(directory)):
         match = _PROCESS_FILE.fullmatch(name)
-        if match is not None and process_exited(int(match[2])):
+        if match is not None and foldable(int(match[2]), os.path.join(directory, name)):
             found.setdefault(match[1], []).append(name)
     return found
 
