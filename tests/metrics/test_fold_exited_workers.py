@@ -127,7 +127,7 @@ def test_a_live_workers_files_are_not_folded(
 
 
 # Folds the directory (argv[1]) in a process killed (SIGKILL) at its file-system step argv[2]:
-# a value written into a new folded file, a file moved or removed.
+# a value written into a new folded file, a file taken (renamed), linked, moved or removed.
 _FOLD_KILLED = """
 import os, signal, sys
 from prometheus_client.mmap_dict import MmapedDict
@@ -145,6 +145,8 @@ def killed_at_its_step(call):
     return step
 
 os.replace = killed_at_its_step(os.replace)
+os.rename = killed_at_its_step(os.rename)
+os.link = killed_at_its_step(os.link)
 os.unlink = killed_at_its_step(os.unlink)
 MmapedDict.write_value = killed_at_its_step(MmapedDict.write_value)
 fold.fold_exited(sys.argv[1])
@@ -182,7 +184,7 @@ def test_a_fold_killed_at_any_step_loses_and_doubles_nothing(
         if folding.returncode == 0:  # not killed: every step was tried
             break
         assert folding.returncode == -signal.SIGKILL, folding.stderr.decode()
-    assert killed_at > 20  # (24 steps: values written, files moved and removed)
+    assert killed_at > 30  # (35 steps: values written, files taken, moved and removed)
 
 
 def test_a_journal_no_fold_wrote_removes_nothing(

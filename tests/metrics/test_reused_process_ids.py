@@ -161,6 +161,8 @@ os.waitpid(exited, 0)
 paused, resume = threading.Event(), threading.Event()
 write_folded = fold._write_folded
 def paused_fold(*args):
+    if os.getpid() != 1:  # (not in a forked child, folding files of its own)
+        return write_folded(*args)
     paused.set()
     resume.wait()
     return write_folded(*args)
@@ -182,18 +184,89 @@ print(json.dumps(results))
 """
 
 
-def test_a_worker_forked_with_an_exited_workers_id_counts_as_a_new_one(tmp_path: Path) -> None:
-    """Real PID reuse: gunicorn's master forks each worker, and the one it forks after another
-    exited may get that one's ID."""
+def _printed_as_pid_one(tmp_path: Path, source: str) -> str:
+    """What ``source`` prints, run as PID 1 of a PID namespace of its own (its multiprocess
+    directory in ``tmp_path``)."""
     script = tmp_path / "reuse.py"
-    script.write_text(_SERVE + _REUSED_IN_A_NAMESPACE)
-    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    script.write_text(source)
+    directory = tmp_path / "multiproc"
+    directory.mkdir()
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(directory)}
+    unshare, *options = pid_namespace_prefix()
     result = subprocess.run(
-        [*pid_namespace_prefix(), sys.executable, str(script)],
+        [unshare, "--kill-child", *options, sys.executable, str(script)],
         env=env, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout) == {
+    return result.stdout
+
+
+def test_a_worker_forked_with_an_exited_workers_id_counts_as_a_new_one(tmp_path: Path) -> None:
+    """Real PID reuse: gunicorn's master forks each worker, and the one it forks after another
+    exited may get that one's ID."""
+    assert json.loads(_printed_as_pid_one(tmp_path, _SERVE + _REUSED_IN_A_NAMESPACE)) == {
         "not folded yet": {_SHOWN[0]: 8, _SHOWN[1]: 0},  # 5 + 3 served, none in flight
         "folded meanwhile": {_SHOWN[0]: 8 + 12},  # + 5 + 3 + 4, the last 4 after the fold
     }
+
+
+# PID 1 of a PID namespace of its own: a fold finds a process exited, and before it takes the
+# process's files another one, which does not use tracekit (prometheus-client alone: a sidecar,
+# a script), gets its ID and opens them.
+_OPENED_DURING_A_FOLD = """
+import os, subprocess, sys, threading
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+from tracekit import metrics
+from tracekit._metrics import fold
+
+JOBS = '''
+import sys
+from prometheus_client import Counter
+jobs = Counter("jobs", "Jobs done")
+jobs.inc(int(sys.argv[1]))
+if len(sys.argv) > 2:
+    print("ready", flush=True)
+    sys.stdin.readline()
+    jobs.inc(int(sys.argv[2]))
+'''
+directory = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+first = subprocess.Popen([sys.executable, "-c", JOBS, "5"])
+first.wait()
+found_exited, resume = threading.Event(), threading.Event()
+process_exited = fold.process_exited
+
+def pausing_once_found(pid):
+    answer = process_exited(pid)
+    if pid == first.pid and not found_exited.is_set():
+        found_exited.set()
+        resume.wait()
+    return answer
+
+fold.process_exited = pausing_once_found
+folding = threading.Thread(target=fold.fold_exited, args=(directory,))
+folding.start()
+found_exited.wait()
+with open("/proc/sys/kernel/ns_last_pid", "w") as out:
+    out.write(str(first.pid - 1))
+second = subprocess.Popen(
+    [sys.executable, "-c", JOBS, "3", "4"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+)
+assert second.pid == first.pid, (second.pid, first.pid)
+assert second.stdout.readline() == "ready\\n"
+resume.set()
+folding.join()
+fold.process_exited = process_exited
+second.communicate("go\\n")
+text = generate_latest(metrics.exposition_registry()).decode()
+families = text_string_to_metric_families(text)
+print(sum(s.value for f in families for s in f.samples if s.name == "jobs_total"))
+"""
+
+
+def test_a_file_opened_by_a_process_given_the_id_as_it_was_folded_stays_its(
+    tmp_path: Path,
+) -> None:
+    """The process given the ID opened the exited one's file and carried its 5 on: a fold that
+    took the file then lost the 4 it wrote after (8); given back, every one counts."""
+    assert _printed_as_pid_one(tmp_path, _OPENED_DURING_A_FOLD) == "12.0\n"  # 5 + 3 + 4

@@ -25,13 +25,15 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import functools
+import hashlib
 import json
 import operator
 import os
 import re
+import struct
 from collections.abc import Callable, Iterator
 
-from prometheus_client.mmap_dict import MmapedDict
+from prometheus_client.mmap_dict import MmapedDict, _read_all_values
 
 from tracekit._runtime.guard import report_once
 
@@ -40,6 +42,7 @@ __all__ = ["LOCK_FILE", "fold_exited", "fold_reused", "process_exited", "reading
 LOCK_FILE = "tracekit-fold.lock"
 _JOURNAL = "tracekit-fold.journal"
 _NEW = ".new"  # a folded file being written: no reader globs it
+_TAKEN = ".folding"  # a process's file a fold has taken: no process opens it, no reader globs it
 
 # How the values of one key in several processes' files make one: as prometheus-client's
 # reader combines them at a scrape.
@@ -51,7 +54,8 @@ _COMBINE: dict[str, Callable[[float, float], float]] = {
     "gauge_max": max,
     "gauge_min": min,
 }
-_PROCESS_FILE = re.compile(r"(counter|histogram|summary|gauge_[a-z]+)_(\d+)\.db")
+_USED = struct.Struct("i")  # how much of a prometheus-client file is in use: its first field
+_PROCESS_FILE = re.compile(r"(counter|histogram|summary|gauge_[a-z]+)_(\d+)\.db((?:\.folding)?)")
 _LIVE_GAUGE = re.compile(r"gauge_live[a-z]*")
 _FOLDED_FILE = re.compile(r"(counter|histogram|summary|gauge_(?:sum|max|min))_folded\.db")
 
@@ -185,35 +189,107 @@ def _fold_locked(directory: str, foldable: Callable[[int, str], bool] = _of_exit
 
 
 def _fold(directory: str, foldable: Callable[[int, str], bool]) -> None:
-    """Write each kind's new folded file, then commit them with the journal. ``foldable``: of
-    a process ID and a file's path, whether to fold the file."""
+    """Write each kind's new folded file, take the files folded into them (``_taken``), then
+    commit with the journal. ``foldable``: of a process ID and a file's path, whether to fold
+    the file."""
     replace: dict[str, str] = {}
     remove: list[str] = []
+    read: dict[str, bytes] = {}  # of each file folded, a digest of what was read
     for kind, names in _foldable_files(directory, foldable).items():
         if _LIVE_GAUGE.fullmatch(kind):
             remove += names
-        elif kind in _COMBINE:
-            folded = _write_folded(directory, kind, names)
-            if folded:
-                replace[f"{_folded(kind)}{_NEW}"] = _folded(kind)
-                remove += folded
-    if not remove:
-        return
+            continue
+        folded = _write_folded(directory, kind, names, read)
+        if folded:
+            replace[f"{_folded(kind)}{_NEW}"] = _folded(kind)
+            remove += folded
+    taken = _taken(directory, remove, read, foldable) if remove else None
+    if taken is None:
+        return  # (the new folded files are removed by the next fold, first thing)
     journal = os.path.join(directory, _JOURNAL)
     with open(journal + _NEW, "w") as out:
-        json.dump({"replace": replace, "remove": remove}, out)
+        json.dump({"replace": replace, "remove": taken}, out)
     os.replace(journal + _NEW, journal)  # the commit
-    _carry_out(directory, replace, remove)
+    _carry_out(directory, replace, taken)
 
 
 def _foldable_files(directory: str, foldable: Callable[[int, str], bool]) -> dict[str, list[str]]:
-    """The names of the processes' files to fold, by kind (``counter``, ``gauge_max``...)."""
+    """The names of the processes' files to fold, by kind (``counter``, ``gauge_max``...), with
+    those a killed fold left taken that cannot be given back."""
     found: dict[str, list[str]] = {}
-    for name in sorted(os.listdir(directory)):
-        match = _PROCESS_FILE.fullmatch(name)
-        if match is not None and foldable(int(match[2]), os.path.join(directory, name)):
-            found.setdefault(match[1], []).append(name)
+    left_taken = [
+        name for name in _process_files(directory, _TAKEN) if not _given_back(directory, name)
+    ]
+    for name in _process_files(directory, ""):
+        path = os.path.join(directory, name)
+        if foldable(_kind_and_pid(name)[1], path) and not os.path.exists(path + _TAKEN):
+            found.setdefault(_kind_and_pid(name)[0], []).append(name)
+    for name in left_taken:
+        found.setdefault(_kind_and_pid(name)[0], []).append(name)
     return found
+
+
+def _taken(
+    directory: str, names: list[str], read: dict[str, bytes], foldable: Callable[[int, str], bool]
+) -> list[str] | None:
+    """Take the files ``names``: rename each ``<name>.folding``, a name no process opens. Their
+    taken names; None, every one given back, if a process given an exited one's ID (between the
+    check and the rename) opened one: it is alive, or wrote into it since it was read."""
+    taken = {name: _take(directory, name) for name in names}
+    if all(
+        foldable(_kind_and_pid(name)[1], os.path.join(directory, as_taken))
+        and (name not in read or _digest_of(os.path.join(directory, as_taken)) == read[name])
+        for name, as_taken in taken.items()
+    ):
+        return list(taken.values())
+    for as_taken in taken.values():
+        _given_back(directory, as_taken)
+    return None
+
+
+def _take(directory: str, name: str) -> str:
+    """Rename the file ``name`` to its taken name, and return that."""
+    if name.endswith(_TAKEN):  # (left taken by a killed fold)
+        return name
+    with contextlib.suppress(FileNotFoundError):  # (a live gauge's mark_process_dead removed)
+        os.rename(os.path.join(directory, name), os.path.join(directory, name + _TAKEN))
+    return name + _TAKEN
+
+
+def _given_back(directory: str, taken: str) -> bool:
+    """Give the file ``taken`` its name back; False if another file has it since (a process's
+    new file: each process opens one file of a kind, once, so the taken one is no live one's)."""
+    path = os.path.join(directory, taken)
+    original = path.removesuffix(_TAKEN)
+    try:
+        os.link(path, original)
+    except FileNotFoundError:  # (a live gauge's file mark_process_dead removed before the take)
+        return True
+    except FileExistsError:
+        if not os.path.samefile(path, original):
+            return False  # (else given back by a fold killed before it removed the taken name)
+    os.unlink(path)
+    return True
+
+
+def _process_files(directory: str, suffix: str) -> list[str]:
+    """The names of the processes' files that a fold folds or removes, ending in ``suffix``
+    (``""``: ``.db``, or ``_TAKEN``)."""
+    return [
+        name
+        for name in sorted(os.listdir(directory))
+        if (match := _PROCESS_FILE.fullmatch(name)) is not None
+        and match[3] == suffix
+        and (match[1] in _COMBINE or _LIVE_GAUGE.fullmatch(match[1]))
+    ]
+
+
+def _kind_and_pid(name: str) -> tuple[str, int]:
+    """The kind (``counter``, ``gauge_max``...) and process ID of a name ``_process_files``
+    gave."""
+    match = _PROCESS_FILE.fullmatch(name)
+    assert match is not None
+    return match[1], int(match[2])
 
 
 def _folded(kind: str) -> str:
@@ -222,15 +298,16 @@ def _folded(kind: str) -> str:
     return f"{kind}_folded.db"
 
 
-def _write_folded(directory: str, kind: str, names: list[str]) -> list[str]:
+def _write_folded(directory: str, kind: str, names: list[str], read: dict[str, bytes]) -> list[str]:
     """Write ``<kind>_folded.db.new``: the kind's folded file with the values of ``names``
-    added. Returns the names added (a file that cannot be read is left as it is)."""
+    added. Returns the names added (a file that cannot be read is left as it is), each with a
+    digest of what was read in ``read``."""
     totals: dict[str, float] = {}
     combine = _COMBINE[kind]
     target = os.path.join(directory, _folded(kind))
     if os.path.exists(target) and not _added(target, totals, combine):
         return []  # (its values must not be lost: scrapes leave such a file out anyway)
-    added = [name for name in names if _added(os.path.join(directory, name), totals, combine)]
+    added = [name for name in names if _added(os.path.join(directory, name), totals, combine, read)]
     if added:
         values = MmapedDict(target + _NEW)  # type: ignore[no-untyped-call]
         try:
@@ -241,18 +318,47 @@ def _write_folded(directory: str, kind: str, names: list[str]) -> list[str]:
     return added
 
 
-def _added(path: str, totals: dict[str, float], combine: Callable[[float, float], float]) -> bool:
-    """Combine the values of the file at ``path`` into ``totals``; False (said once) if it
-    cannot be read: a process killed as it made it, another program's."""
-    read_all = MmapedDict.read_all_values_from_file
+def _added(
+    path: str,
+    totals: dict[str, float],
+    combine: Callable[[float, float], float],
+    read: dict[str, bytes] | None = None,
+) -> bool:
+    """Combine the values of the file at ``path`` into ``totals`` (and a digest of what was read
+    into ``read``); False (said once) if it cannot be read: a process killed as it made it,
+    another program's."""
     try:
-        values = [(key, value) for key, value, _, _ in read_all(path)]  # type: ignore[no-untyped-call]
+        contents = _contents(path)
+        values = [(key, value) for key, value, _, _ in _read_all_values(contents)]  # type: ignore[no-untyped-call]
     except Exception as error:
         report_once(f"reading metrics file {os.path.basename(path)!r}", error)
         return False
     for key, value in values:
         totals[key] = value if key not in totals else combine(totals[key], value)
+    if read is not None:
+        read[os.path.basename(path)] = _digest(contents)
     return True
+
+
+def _digest(contents: bytes) -> bytes:
+    return hashlib.blake2b(contents, digest_size=16).digest()
+
+
+def _digest_of(path: str) -> bytes | None:
+    """A digest of the file's contents, None if it cannot be read."""
+    try:
+        return _digest(_contents(path))
+    except (OSError, struct.error):
+        return None
+
+
+def _contents(path: str) -> bytes:
+    """The part of a prometheus-client file in use, which its first 4 bytes give (the rest of
+    the 64 KiB it makes a file is empty)."""
+    with open(path, "rb") as source:
+        contents = source.read(4096)
+        used = _USED.unpack_from(contents)[0]
+        return contents + source.read(max(0, used - len(contents)))
 
 
 def _finish_interrupted(directory: str) -> None:
