@@ -979,10 +979,21 @@ def mark_process_dead(pid: int) -> None:
     if directory:
         from prometheus_client import multiprocess
 
-        # (named: prometheus-client looks only under the new name, unset here under the former)
-        multiprocess.mark_process_dead(pid, directory)  # type: ignore[no-untyped-call]
+        try:
+            # (named: prometheus-client looks only under the new name, unset here under the former)
+            multiprocess.mark_process_dead(pid, directory)  # type: ignore[no-untyped-call]
+        except OSError as error:  # (raised in child_exit, it stops gunicorn's master)
+            _unmarked(error)
         if os.path.isdir(directory):
             fold_exited(directory)
+
+
+def _unmarked(error: OSError) -> None:
+    """prometheus-client lists a dead process's live gauge files, then removes them: one that
+    a scrape's fold removed in between (the process is gone for it too) is no error; the fold
+    removes the others."""
+    if not isinstance(error, FileNotFoundError):
+        report_once("removing a dead process's live gauges", error)
 
 
 def install(options: Options, resource: Resource | None = None) -> MetricsServer | None:

@@ -9,6 +9,7 @@ are the same, the files one per kind.
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import shutil
@@ -273,4 +274,31 @@ def test_a_process_forked_during_a_scrape_does_not_keep_the_directory_locked(
     finally:
         os.kill(child, signal.SIGKILL)
         os.waitpid(child, 0)
+    assert _scrape(tmp_path, monkeypatch)[("served_total", ROUTE)] == 2
+
+
+def test_a_scrape_folding_a_reaped_workers_live_gauges_first_does_not_stop_the_master(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """prometheus-client's ``mark_process_dead`` lists a reaped worker's live gauge files, then
+    removes them: a scrape's fold that removed one in between (the worker has exited for both)
+    made it raise ``FileNotFoundError`` in gunicorn's ``child_exit``, which gunicorn's master
+    re-raises ("Unhandled exception in main loop") and exits with, taking the server down."""
+    from prometheus_client import multiprocess
+
+    _exit_workers(tmp_path, [2], ("livesum", "liveall"))
+    (livesum,) = tmp_path.glob("gauge_livesum_*.db")
+    pid = int(livesum.stem.rpartition("_")[2])
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+
+    class FoldedByAScrapeMeanwhile:
+        @staticmethod
+        def glob(pattern: str) -> list[str]:
+            found = glob.glob(pattern)
+            generate_latest(metrics.exposition_registry())  # type: ignore[arg-type]
+            return found
+
+    monkeypatch.setattr(multiprocess, "glob", FoldedByAScrapeMeanwhile)
+    metrics.mark_process_dead(pid)
+    assert _process_files(tmp_path) == []
     assert _scrape(tmp_path, monkeypatch)[("served_total", ROUTE)] == 2
