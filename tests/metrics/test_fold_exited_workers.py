@@ -18,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+import types
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,7 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tracekit import metrics
+from tracekit._metrics import fold
 from tracekit._metrics.fold import LOCK_FILE, reading
 
 _WORKER = """
@@ -80,9 +82,14 @@ def _process_files(directory: Path) -> list[str]:
 ROUTE = (("route", "/orders"),)
 
 
+@pytest.mark.parametrize("parser", ["private", "public"])
 def test_exited_workers_are_folded_with_their_totals_kept(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, parser: str
 ) -> None:
+    """``public``: a prometheus-client without the private ``_read_all_values`` the fold reads
+    a file's bytes with (it then reads the file again through the public method)."""
+    if parser == "public":
+        monkeypatch.setattr(fold, "mmap_dict", types.SimpleNamespace())
     _exit_workers(tmp_path, [1, 2, 3], _GAUGE_MODES)
     first = _scrape(tmp_path, monkeypatch)
     _exit_workers(tmp_path, [4, 5], _GAUGE_MODES)

@@ -31,9 +31,10 @@ import operator
 import os
 import re
 import struct
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
-from prometheus_client.mmap_dict import MmapedDict, _read_all_values
+from prometheus_client import mmap_dict
+from prometheus_client.mmap_dict import MmapedDict
 
 from tracekit._runtime.guard import report_once
 
@@ -329,7 +330,7 @@ def _added(
     another program's."""
     try:
         contents = _contents(path)
-        values = [(key, value) for key, value, _, _ in _read_all_values(contents)]  # type: ignore[no-untyped-call]
+        values = [(key, value) for key, value, _, _ in _entries(path, contents)]
     except Exception as error:
         report_once(f"reading metrics file {os.path.basename(path)!r}", error)
         return False
@@ -338,6 +339,17 @@ def _added(
     if read is not None:
         read[os.path.basename(path)] = _digest(contents)
     return True
+
+
+def _entries(path: str, contents: bytes) -> Iterable[tuple[str, float, float, int]]:
+    """The entries of the prometheus-client file at ``path`` whose ``contents`` were read: from
+    those bytes, so that their digest is of what was folded, through prometheus-client's
+    private ``_read_all_values``; where a later prometheus-client has no such function, from
+    the file read again (a write between the two reads would then go unseen by the digest)."""
+    parse = getattr(mmap_dict, "_read_all_values", None)
+    if parse is None:
+        return MmapedDict.read_all_values_from_file(path)  # type: ignore[no-any-return,no-untyped-call]
+    return parse(contents)  # type: ignore[no-any-return]
 
 
 def _digest(contents: bytes) -> bytes:
