@@ -39,7 +39,12 @@ with app.connection() as connection:
 
 @pytest.mark.parametrize(
     "first_import",
-    ["from celery.canvas import chain", "import celery.worker.consumer.consumer", "import celery"],
+    [
+        "from celery.canvas import chain",
+        "from celery.result import AsyncResult",
+        "import celery.worker.consumer.consumer",
+        "import celery",
+    ],
 )
 def test_a_group_is_traced_whichever_celery_module_is_imported_first(
     redis_url: str, first_import: str

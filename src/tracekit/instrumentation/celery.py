@@ -48,9 +48,12 @@ A group or chord applied outside any span is applied inside an INTERNAL span ``c
 published from the header task that finished last, are one trace; applied with no correlation
 ID current, it gets one new ID for all its tasks.
 
-Signals are Celery's own extension point: besides ``send_task`` and the canvas, nothing is
-patched, and uninstrumenting disconnects (the receivers that end a run once the runs under way
-have ended).
+A wait for a result under a span (``AsyncResult.get()``, ``ResultSet.get()``, both wrapped) is an
+INTERNAL span ``celery wait``, failed with what the wait raises (``TimeoutError``).
+
+Signals are Celery's own extension point: besides ``send_task``, the canvas and the results'
+``get``, nothing is patched, and uninstrumenting disconnects (the receivers that end a run once
+the runs under way have ended).
 """
 
 from __future__ import annotations
@@ -61,6 +64,7 @@ import signal
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Callable, Mapping, MutableMapping
 from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
@@ -86,6 +90,7 @@ __all__ = [
     "FIRST_ATTEMPT_HEADER",
     "RETRY_COUNT",
     "SYSTEM",
+    "TASK_ID",
     "TASK_NAME",
     "TASK_STATE",
     "CeleryInstrumentor",
@@ -94,6 +99,7 @@ __all__ = [
 SYSTEM = "celery"
 TASK_NAME = semconv.CELERY_TASK_NAME
 TASK_STATE = "tracekit.celery.task_state"
+TASK_ID = "tracekit.celery.task_id"
 RETRY_COUNT = semconv.RETRY_COUNT
 FIRST_ATTEMPT_HEADER = "tracekit-first-attempt"
 
@@ -209,9 +215,11 @@ class CeleryInstrumentor(Instrumentor):
 
     def _later_modules(self) -> dict[str, Callable[[ModuleType], None]]:
         """The modules imported apart from the app, and what patches each: ``celery.canvas``
-        (groups, chords) when first used, the worker's consumer only by a worker."""
+        (groups, chords) and ``celery.result`` (waits for results) when first used, the
+        worker's consumer only by a worker."""
         return {
             "celery.canvas": self._patch_canvas,
+            "celery.result": self._patch_results,
             "celery.worker.consumer.consumer": self._patch_worker_consumer,
         }
 
@@ -225,22 +233,32 @@ class CeleryInstrumentor(Instrumentor):
                 patch(module)
 
     def _patch_canvas(self, canvas: ModuleType) -> None:
-        """(Also run by the import of ``celery.canvas``, which must not fail for it.)"""
-        if self.active and not any(p.owner is canvas.group for p in self._patches):
-            safe("instrumenting celery.canvas", lambda: self._wrap_canvas(canvas))
+        self._patch_module(canvas.group, "celery.canvas", lambda: self._wrap_canvas(canvas))
 
     def _wrap_canvas(self, canvas: ModuleType) -> None:
         self.wrap(canvas.group, "apply_async", _traced_canvas("group"))
         self.wrap(canvas._chord, "apply_async", _traced_canvas("chord"))
 
+    def _patch_results(self, module: ModuleType) -> None:
+        self._patch_module(module.AsyncResult, "celery.result", lambda: self._wrap_results(module))
+
+    def _wrap_results(self, module: ModuleType) -> None:
+        self.wrap(module.AsyncResult, "get", _traced_wait)  # (not EagerResult's own get)
+        self.wrap(module.ResultSet, "get", _traced_wait)  # (GroupResult's too)
+
     def _patch_worker_consumer(self, module: ModuleType) -> None:
-        """(Also run by the import of the worker's consumer, which must not fail for it.)"""
         consumer = module.Consumer
-        if self.active and not any(p.owner is consumer for p in self._patches):
-            safe(
-                "instrumenting celery.worker.consumer",
-                lambda: self.wrap(consumer, "create_task_handler", _task_handler_with_ids),
-            )
+        self._patch_module(
+            consumer,
+            "celery.worker.consumer",
+            lambda: self.wrap(consumer, "create_task_handler", _task_handler_with_ids),
+        )
+
+    def _patch_module(self, owner: Any, where: str, wrap: Callable[[], None]) -> None:
+        """Patch a module through ``wrap`` unless its ``owner`` is patched already. (Also run by
+        the module's import, which must not fail for it.)"""
+        if self.active and not any(p.owner is owner for p in self._patches):
+            safe(f"instrumenting {where}", wrap)
 
     def _connect(
         self, signal: Any, receiver: Callable[..., None], kind: type[_Connection] = _Connection
@@ -257,7 +275,9 @@ def _traced_send_task(
     token = _sending.set(sending)
     error: BaseException | None = None
     try:
-        return wrapped(*args, **kwargs)
+        result = wrapped(*args, **kwargs)
+        safe("celery sent task", lambda: _remember_task(result, args, kwargs))
+        return result
     except BaseException as raised:
         error = raised
         raise
@@ -345,16 +365,26 @@ def _applied_in_span(
     span = safe("celery canvas span", lambda: _canvas_span(kind))
     if span is None:
         return wrapped(*args, **kwargs)
-    token = otel_context.attach(trace.set_span_in_context(span))
+    context = trace.set_span_in_context(span)
+    return _called_in(context, lambda: wrapped(*args, **kwargs), functools.partial(_end, span))
+
+
+def _called_in(
+    context: otel_context.Context,
+    call: Callable[[], Any],
+    end: Callable[[BaseException | None], None],
+) -> Any:
+    """``call()`` with ``context`` current, then ``end`` with what it raised (or None)."""
+    token = otel_context.attach(context)
     error: BaseException | None = None
     try:
-        return wrapped(*args, **kwargs)
+        return call()
     except BaseException as raised:
         error = raised
         raise
     finally:
         otel_context.detach(token)
-        _end_canvas(span, error)
+        end(error)
 
 
 def _canvas_span(kind: str) -> trace.Span | None:
@@ -370,10 +400,71 @@ def _canvas_span(kind: str) -> trace.Span | None:
 
 
 @guarded(None)
-def _end_canvas(span: trace.Span, error: BaseException | None) -> None:
+def _end(span: trace.Span, error: BaseException | None) -> None:
     if error is not None:
         mark_failed(span, error)
     span.end()
+
+
+def _traced_wait(
+    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    """``AsyncResult.get()`` (``ResultSet.get()`` for a group's) in a request: the request is
+    blocked on a worker, and only its own span said so, with no part of it that waits. Inside
+    an INTERNAL span ``celery wait``, with the task's name when it was sent here, and failed
+    with what the caller gets (``TimeoutError`` when no worker ran the task in time)."""
+    span = safe("celery wait span", lambda: _wait_span(instance))
+    if span is None:
+        return wrapped(*args, **kwargs)
+    context = otel_context.set_value(_WAITING, True, trace.set_span_in_context(span))
+    end = functools.partial(_end_wait, span, instance)
+    return _called_in(context, lambda: wrapped(*args, **kwargs), end)
+
+
+# Set in the context of a wait's span: a group's wait asks each of its results, in no new span.
+_WAITING = otel_context.create_key("tracekit-celery-wait")
+
+
+def _wait_span(result: Any) -> trace.Span | None:
+    """The span of a wait for ``result``: under the current span only (a script's or a job's
+    wait outside one would be a trace of its own), and not for a result already read."""
+    ctx = otel_context.get_current()
+    if not trace.get_current_span(ctx).get_span_context().is_valid or ctx.get(_WAITING):
+        return None
+    if instrumentation_suppressed(context=ctx) or _state.current_options().correlation_only:
+        return None
+    if getattr(result, "_cache", None):
+        return None
+    attributes = {} if hasattr(result, "results") else _task_of(result)  # (a group's: none)
+    return tracer_for(None).start_span("celery wait", ctx, SpanKind.INTERNAL, attributes)
+
+
+def _task_of(result: Any) -> dict[str, str]:
+    """The name (when sent from here) and id of the task ``result`` stands for."""
+    task_id = getattr(result, "id", None)
+    ids = {TASK_ID: task_id[:256]} if isinstance(task_id, str) and task_id else {}
+    return {**_task(_sent_tasks.get(result)), **ids}
+
+
+@guarded(None)
+def _end_wait(span: trace.Span, result: Any, error: BaseException | None) -> None:
+    """End a wait's span with the task's final state, as the wait read it (no new call to the
+    result backend), and what the wait raised."""
+    meta = getattr(result, "_cache", None)
+    state = meta.get("status") if isinstance(meta, dict) else None
+    if isinstance(state, str):
+        span.set_attribute(TASK_STATE, state[:32])
+    _end(span, error)
+
+
+# The task each result sent from here stands for: what a wait for it is named after.
+_sent_tasks: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
+
+
+def _remember_task(result: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    name = args[0] if args else kwargs.get("name")
+    if isinstance(name, str) and result is not None:
+        _sent_tasks[result] = name
 
 
 @guarded(None)
