@@ -81,7 +81,8 @@ def _stored(path: Path) -> int:
 
 
 def run(store: Path, *args: str) -> Any:
-    result = CliRunner().invoke(cli, [*args, "--store", str(store)])
+    # 200 columns: the text view's lines whole, whatever terminal the suite runs in
+    result = CliRunner().invoke(cli, [*args, "--store", str(store)], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.stderr
     return result.stdout
 
