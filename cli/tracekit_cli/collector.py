@@ -162,14 +162,15 @@ def _host_text(value: str) -> bool:
     "max_age",
     metavar="AGE",
     default=None,
-    help="Delete records older than this, e.g. 7d, 12h (default: keep everything).",
+    help="Delete records older than this, e.g. 7d, 12h [default: keep everything].",
 )
 @click.option(
     "--max-size",
     "max_size",
     metavar="SIZE",
     default=None,
-    help="Keep the store file under this size, e.g. 2GB, 500MB (oldest go first).",
+    help="Keep the store file under this size, e.g. 2GB, 500MB (oldest go first)"
+    " [default: no limit].",
 )
 def collector(
     host: str,
