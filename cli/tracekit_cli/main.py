@@ -57,7 +57,15 @@ def _show_version(ctx: click.Context, param: click.Parameter, value: bool) -> No
         print_and_exit(ctx, f"tracekit, version {__version__}")
 
 
-@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+START_HERE = (
+    "New here? Start with 'tracekit demo': it runs eight services on this machine, traces their"
+    " requests into the store and ends with the commands to explore them."
+)
+
+
+@click.group(
+    cls=LazyGroup, epilog=START_HERE, context_settings={"help_option_names": ["-h", "--help"]}
+)
 @click.option("--version", is_flag=True, expose_value=False, is_eager=True,
               callback=_show_version, help="Show the version and exit.")  # fmt: skip
 def cli() -> None:

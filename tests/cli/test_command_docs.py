@@ -39,12 +39,20 @@ def test_top_level_help_summarises_each_command_in_a_whole_sentence() -> None:
     workers and pricing...`): the first words of the description, not a summary."""
     result = CliRunner().invoke(cli, ["--help"], terminal_width=80)
 
-    rows = result.output.split("Commands:\n")[1].splitlines()
+    rows = result.output.split("Commands:\n")[1].split("\n\n")[0].splitlines()
     summaries = {row.split()[0]: row.split(None, 1)[1] for row in rows if row.strip()}
     assert sorted(summaries) == sorted(COMMANDS)  # one line each: nothing wrapped
     cut = {name: text for name, text in summaries.items() if "..." in text}
     assert not cut, cut
     assert all(text.endswith(".") for text in summaries.values()), summaries
+
+
+def test_top_level_help_tells_a_newcomer_to_start_with_the_demo() -> None:
+    """`tracekit --help` listed seven commands and no word on which to run first."""
+    result = CliRunner().invoke(cli, ["--help"], terminal_width=80)
+
+    after_the_commands = " ".join(result.output.split("Commands:\n")[1].split("\n\n")[1:])
+    assert "Start with 'tracekit demo'" in " ".join(after_the_commands.split())
 
 
 def section(heading: str) -> str:
