@@ -31,8 +31,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 FORMATS = ("rich", "text", "json")
 MAX_ID_CHARS = 256
-DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
-UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+# Prometheus's units, its year 365 days; case matters, as there (an M could be a month)
+DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w|y)\s*$")
+UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
 # --since, --start and --end are unix nanoseconds below this in magnitude: 64 signed bits, as the
 # store (SQLite's INTEGER) keeps times; that is from 1677-09-21 00:12:43 to 2262-04-11.
 UNIX_NANO_LIMIT = 2**63
@@ -349,8 +350,8 @@ def traceparent_trace_id(query: str) -> str | None:
 
 
 def parse_since(value: str | None, now: float | None = None, option: str = "--since") -> int | None:
-    """``15m``/``2h``/``7d`` ago or an ISO 8601 time, as unix nanoseconds (None for None); a usage
-    error naming ``option`` for anything else, and for a time the store cannot hold."""
+    """``15m``/``2h``/``7d``/``1w`` ago or an ISO 8601 time, as unix nanoseconds (None for None);
+    a usage error naming ``option`` for anything else, and for a time the store cannot hold."""
     if value is None:
         return None
     match = DURATION.match(value)
@@ -370,7 +371,8 @@ def _iso_nanos(value: str, option: str) -> int:
         moment = datetime.fromisoformat(value.strip())
     except ValueError:
         raise click.BadParameter(
-            f"{one_line(value, 40)!r}: use a duration like 15m, 2h, 7d or an ISO 8601 time",
+            f"{one_line(value, 40)!r}: use a duration like 15m, 2h, 7d (units ms, s, m, h, d,"
+            " w, y; it counts back from now) or an ISO 8601 time",
             param_hint=f"'{option}'",
         ) from None
     try:  # whole seconds are exact as a float; the microseconds are added as an integer

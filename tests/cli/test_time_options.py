@@ -1,5 +1,6 @@
-"""``--since``, ``--start`` and ``--end`` out of range: a usage error (exit 2, one line), never a
-traceback or the "not found" exit 1. The installed ``tracekit`` runs over a real, empty store."""
+"""``--since``, ``--start`` and ``--end`` out of range, or in units tracekit does not take: a usage
+error (exit 2, one line), never a traceback or the "not found" exit 1. The installed ``tracekit``
+runs over a real store, empty or holding the requests of ``trace_topologies``."""
 
 from __future__ import annotations
 
@@ -11,7 +12,11 @@ from pathlib import Path
 
 import pytest
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "path"))
+from trace_topologies import write_store
+
 from tracekit.store import Store
+from tracekit_cli.options import parse_since
 
 TRACEKIT = str(Path(sys.executable).with_name("tracekit"))
 CANARY = ["canary", "--service", "s", "--baseline", "a", "--canary", "b"]
@@ -94,3 +99,35 @@ def test_an_iso_window_is_exact_to_the_nanosecond(store: Path) -> None:
     before = tracekit(*CANARY, "--store", str(store), "--format", "json",
                       "--start", "1969-12-31T23:59:59.999999+00:00", "--end", "1h")  # fmt: skip
     assert json.loads(before.stdout)["window"]["start_unix_nano"] == -1_000
+
+
+@pytest.fixture(scope="module")
+def requests_of_2023(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_store(tmp_path_factory.mktemp("times") / "tracekit.db")
+
+
+@pytest.mark.parametrize("value", ["520w", "10y"])
+def test_durations_take_prometheus_weeks_and_years(requests_of_2023: Path, value: str) -> None:
+    """``--since 1w`` was a usage error (exit 2): only ms, s, m, h and d were taken."""
+    done = tracekit("search", "--store", str(requests_of_2023), "--since", value, "--format",
+                    "json")  # fmt: skip
+    assert (done.returncode, done.stderr) == (0, "")
+    listed = [r["correlation_id"] for r in json.loads(done.stdout)["requests"]]
+    assert listed == ["req-checkout-1", "req-incident-9"]
+
+
+@pytest.mark.parametrize(("value", "seconds"), [("1w", 7 * 86400), ("2y", 2 * 365 * 86400)])
+def test_a_week_and_a_year_are_prometheus_ones(value: str, seconds: int) -> None:
+    assert parse_since(value, now=2_000_000_000) == (2_000_000_000 - seconds) * 10**9
+
+
+@pytest.mark.parametrize("value", ["15min", "15M", "1W", "1mo", "now-15m"])
+def test_an_ambiguous_duration_is_refused_naming_the_units(store: Path, value: str) -> None:
+    """``15min`` and ``15M`` (minutes or months?) stay refused, and the line names the units."""
+    done = tracekit("search", "--store", str(store), "--since", value)
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr == (
+        f"tracekit: Invalid value for '--since': '{value}': use a duration like 15m, 2h, 7d"
+        " (units ms, s, m, h, d, w, y; it counts back from now) or an ISO 8601 time"
+        " (see 'tracekit search --help')\n"
+    )
