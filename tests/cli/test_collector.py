@@ -144,6 +144,20 @@ def test_retention_without_a_unit_is_refused(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.parametrize("age", ["1M", "7D"])
+def test_retention_with_a_unit_in_upper_case_is_refused(tmp_path: Path, age: str) -> None:
+    """`--retention 1M`, a month as the user meant it, was a minute: the collector started, and
+    its first retention pass deleted every record older than that."""
+    command = [*ENTRY, "--port", "0", "--grpc-port", "0", "--store", str(tmp_path / "kept.db")]
+    result = subprocess.run([*command, "--retention", age], capture_output=True, text=True,
+                            timeout=30)  # fmt: skip
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr == (
+        f"tracekit: Invalid value for '--retention': write '{age}' in lower case: m is minutes,"
+        " 30d a month (see 'tracekit collector --help')\n"
+    )
+
+
 @pytest.mark.parametrize("option", ["--retention", "--max-size"])
 def test_an_empty_retention_or_size_is_refused(tmp_path: Path, option: str) -> None:
     """`--retention "$RETENTION"` with the variable unset started a collector that kept
