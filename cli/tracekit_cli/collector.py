@@ -17,6 +17,7 @@ from types import FrameType
 from typing import Any, NoReturn
 
 import click
+from click.core import ParameterSource
 
 from tracekit.receiver import (
     DEFAULT_GRPC_PORT,
@@ -150,8 +151,9 @@ def _host_text(value: str) -> bool:
 @click.option(
     "--grpc-port",
     type=click.IntRange(0, 65535),
-    default=None,
-    help=f"Port for OTLP/gRPC [default: {DEFAULT_GRPC_PORT}; 0 turns gRPC off].",
+    default=DEFAULT_GRPC_PORT,
+    show_default=True,
+    help="Port for OTLP/gRPC (0 turns gRPC off).",
 )
 @click.option(
     "--store",
@@ -179,7 +181,7 @@ def _host_text(value: str) -> bool:
 def collector(
     host: str,
     port: int,
-    grpc_port: int | None,
+    grpc_port: int,
     store_path: Path | None,
     max_age: str | None,
     max_size: str | None,
@@ -205,7 +207,7 @@ def collector(
     except (sqlite3.Error, OSError, SchemaTooNewError) as error:
         _fail(f"cannot open store {shown_path(path)}: {reason(error)}")
     receiver = _receiver(
-        store, ReceiverConfig(host=host, port=port, retention=retention), grpc_port
+        store, ReceiverConfig(host=host, port=port, retention=retention), _asked_for(grpc_port)
     )
     stop = threading.Event()
     previous = _on_stop_signals(stop)  # before the line: whoever reads it may signal at once
@@ -253,6 +255,14 @@ def _announce(line: str) -> None:
 
 
 _GRPC_PORT_ADVICE = "--grpc-port PORT for another port, --grpc-port 0 for none"
+
+
+def _asked_for(grpc_port: int) -> int | None:
+    """``--grpc-port`` as typed, None where it was left to its default (which may be taken)."""
+    source = click.get_current_context().get_parameter_source("grpc_port")
+    return None if source is ParameterSource.DEFAULT else grpc_port
+
+
 # the receiver's own text (a RuntimeError) tells a Python caller to pass grpc_port=None
 _NO_GRPCIO = "OTLP/gRPC needs grpcio: pip install 'tracekit[cli]'"
 

@@ -110,14 +110,17 @@ def test_store_reads_the_same_in_every_help(name: str) -> None:
 
 @pytest.mark.parametrize("name", sorted(COMMANDS))
 def test_defaults_read_the_same_in_every_help(name: str) -> None:
-    """Every default is in click's brackets, `[default: …]`; the collector's `--retention` said
-    `(default: keep everything)` and its `--max-size` named no default at all."""
+    """Every default is in click's brackets, `[default: …]`, one bracket to an option; the
+    collector's `--retention` said `(default: keep everything)`, its `--max-size` named no default
+    at all, and its `--grpc-port` read `[default: 4317; 0 turns gRPC off].  [0<=x<=65535]`."""
     command = cli.get_command(click.Context(cli), name)
     assert command is not None
     records = {option.name: option.get_help_record(click.Context(command))
                for option in command.params if isinstance(option, click.Option)}  # fmt: skip
     helps = {name: record[1] for name, record in records.items() if record is not None}
     assert not [text for text in helps.values() if "(default" in text.lower()], helps
+    assert not [text for text in helps.values() if "]  [" in text], helps
     if name == "collector":
+        assert helps["grpc_port"].endswith("  [default: 4317; 0<=x<=65535]")
         assert "[default: keep everything]" in helps["max_age"]
         assert "[default: no limit]" in helps["max_size"]
