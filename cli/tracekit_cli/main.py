@@ -6,6 +6,7 @@ demo, and ``tracekit --help`` stays quick.
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import io
 import os
@@ -50,6 +51,16 @@ class LazyGroup(click.Group):
 
     def get_help_option(self, ctx: click.Context) -> click.Option | None:
         return help_written(super().get_help_option(ctx))
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        """A mistyped command gets click's own suggestion for a mistyped option."""
+        typed = args[0] if args else ""
+        if typed not in COMMANDS and not ctx.resilient_parsing:
+            for close in difflib.get_close_matches(typed, COMMANDS, n=1):
+                ctx.fail(f"No such command {typed!r}. Did you mean {close!r}?")
+        return super().resolve_command(ctx, args)
 
 
 def _show_version(ctx: click.Context, param: click.Parameter, value: bool) -> None:

@@ -87,6 +87,21 @@ def test_an_option_without_its_value_points_at_its_commands_help(args: list[str]
     )
 
 
+@pytest.mark.parametrize(
+    ("typed", "meant"),
+    [("serach", "search"), ("trac", "trace"), ("servces", "services"), ("colector", "collector")],
+)
+def test_a_mistyped_command_is_named_as_a_mistyped_option_is(typed: str, meant: str) -> None:
+    """`tracekit serach` said `No such command 'serach'.` alone, where `tracekit --versio` gets
+    click's `Did you mean '--version'?`."""
+    result = tracekit(typed)
+
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == (
+        f"tracekit: No such command '{typed}'. Did you mean '{meant}'? (see 'tracekit --help')\n"
+    )
+
+
 @pytest.mark.parametrize("name", sorted(COMMANDS))
 def test_help_shows_the_store_default_this_environment_uses(name: str) -> None:
     result = tracekit(name, "--help", XDG_DATA_HOME="/srv/xdg")  # short: click wraps at 80
