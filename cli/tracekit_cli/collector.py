@@ -60,14 +60,14 @@ def _retention(max_age: str | None, max_size: str | None) -> Retention | None:
 
 
 def _age_with_unit(text: str) -> int:
-    """An age for ``--retention``, which must name its unit in lower case: a bare ``7`` is 7
-    seconds to the parser and ``1M`` a minute, and a user who meant 7 days or a month would lose
-    everything older at the next pass."""
+    """An age for ``--retention``, which must name its unit, and minutes in lower case: a bare
+    ``7`` is 7 seconds to the parser and ``1M`` a minute, and a user who meant 7 days or a month
+    would lose everything older at the next pass."""
     age_ns = parse_duration(text)  # its own refusals first: they say what is wrong
     unit = text.strip()[-1:]
     if unit.isdigit():
         raise ValueError(f"give {text.strip()[:40]!r} a unit: 7d, 12h, 30m, 45s")
-    if unit.isupper():  # 1M is a minute to the parser, and may be a month to whoever typed it
+    if unit == "M":  # a minute to the parser, and may be a month to whoever typed it (7D: days)
         raise ValueError(f"write {text.strip()[:40]!r} in lower case: m is minutes, 30d a month")
     return age_ns
 
