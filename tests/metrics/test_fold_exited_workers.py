@@ -309,3 +309,35 @@ def test_a_scrape_folding_a_reaped_workers_live_gauges_first_does_not_stop_the_m
     metrics.mark_process_dead(pid)
     assert _process_files(tmp_path) == []
     assert _scrape(tmp_path, monkeypatch)[("served_total", ROUTE)] == 2
+
+
+def test_a_file_left_taken_under_a_live_processs_id_does_not_stop_every_fold(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fold killed after it took an exited worker's file (``<name>.db.folding``), whose ID a
+    new process then got and made a file of its own under: the taken file could not be given
+    back, and was left to the next fold, which found its ID alive and gave up, folding nothing
+    for as long as that process lived (its requests missing from every scrape, the exited
+    workers' files piling up)."""
+    _exit_workers(tmp_path, [1], ())
+    (exited,) = tmp_path.glob("counter_*.db")
+    given_its_id = subprocess.Popen(
+        [sys.executable, "-c", _WORKER + "print('ready', flush=True)\nsys.stdin.readline()", "2"],
+        env={**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)},
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert given_its_id.stdout is not None
+        given_its_id.stdout.readline()
+        exited.rename(tmp_path / f"counter_{given_its_id.pid}.db.folding")
+        _exit_workers(tmp_path, [4, 8], ())
+
+        assert _scrape(tmp_path, monkeypatch)[("served_total", ROUTE)] == 15
+        assert sorted(path.name for path in tmp_path.glob("counter_*")) == [
+            f"counter_{given_its_id.pid}.db",
+            "counter_folded.db",
+        ]
+    finally:
+        given_its_id.kill()
+        given_its_id.wait()

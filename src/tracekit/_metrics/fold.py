@@ -235,10 +235,15 @@ def _taken(
 ) -> list[str] | None:
     """Take the files ``names``: rename each ``<name>.folding``, a name no process opens. Their
     taken names; None, every one given back, if a process given an exited one's ID (between the
-    check and the rename) opened one: it is alive, or wrote into it since it was read."""
+    check and the rename) opened one: it is alive, or wrote into it since it was read. A file a
+    killed fold left taken, that could not be given back, is no live process's whatever its ID
+    (``_given_back``): a new process with that ID made a file of its own."""
     taken = {name: _take(directory, name) for name in names}
     if all(
-        foldable(_kind_and_pid(name)[1], os.path.join(directory, as_taken))
+        (
+            name.endswith(_TAKEN)
+            or foldable(_kind_and_pid(name)[1], os.path.join(directory, as_taken))
+        )
         and (name not in read or _digest_of(os.path.join(directory, as_taken)) == read[name])
         for name, as_taken in taken.items()
     ):
