@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
+from stopping import mount_namespace_prefix
 
 from tracekit import metrics
 from tracekit._metrics import fold
@@ -341,3 +342,44 @@ def test_a_file_left_taken_under_a_live_processs_id_does_not_stop_every_fold(
     finally:
         given_its_id.kill()
         given_its_id.wait()
+
+
+# In argv[1], a full file system: two workers (argv[2]) serve 2 and 3 requests and exit, the
+# disk fills, gunicorn's master reaps the first (folding) and a scrape follows.
+_REAPED_ON_A_FULL_DISK = """
+import os, subprocess, sys
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory = sys.argv[1]
+from prometheus_client import generate_latest
+from tracekit import metrics
+
+workers = [subprocess.Popen([sys.executable, "-c", sys.argv[2], str(n)]) for n in (2, 3)]
+for worker in workers:
+    worker.wait()
+filler = os.open(os.path.join(directory, "filler"), os.O_WRONLY | os.O_CREAT)
+try:
+    while True:
+        os.write(filler, bytes(4096))
+except OSError:
+    pass
+metrics.mark_process_dead(workers[0].pid)
+print(generate_latest(metrics.exposition_registry()).decode())
+"""
+
+
+def test_a_fold_on_a_full_disk_does_not_kill_the_process_folding(tmp_path: Path) -> None:
+    """prometheus-client writes its files through ``mmap``: the fold writing its folded file
+    into a full file system was killed (SIGBUS), and the process folding is gunicorn's master
+    as it reaps a worker, or the one serving the scrape."""
+    mount = 'mount -t tmpfs -o size=512k tmpfs "$0" && exec "$@"'
+    script = [sys.executable, "-c", _REAPED_ON_A_FULL_DISK, str(tmp_path), _WORKER]
+    argv = [*mount_namespace_prefix(), "sh", "-c", mount, str(tmp_path), *script]
+    reaping = subprocess.run(argv, capture_output=True, timeout=60)
+
+    assert reaping.returncode == 0, reaping.stderr.decode()
+    samples = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(reaping.stdout.decode())
+        for sample in family.samples
+    }
+    assert samples[("served_total", ROUTE)] == 5
+    assert samples[("took_seconds_count", ROUTE)] == 5

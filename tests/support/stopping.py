@@ -131,16 +131,30 @@ _NEW_PID_NAMESPACE = (
     ("unshare", "--pid", "--fork"),
     ("unshare", "--user", "--map-root-user", "--pid", "--fork"),
 )
+_NEW_MOUNT_NAMESPACE = (
+    ("unshare", "--mount"),
+    ("unshare", "--user", "--map-root-user", "--mount"),
+)
 
 
 def pid_namespace_prefix() -> tuple[str, ...]:
     """The command that runs its arguments as PID 1 of a new PID namespace (a container's first
     process without an init: the kernel ignores SIGTERM's default action there)."""
-    for prefix in _NEW_PID_NAMESPACE:
+    return _first_that_runs(_NEW_PID_NAMESPACE, "PID")
+
+
+def mount_namespace_prefix() -> tuple[str, ...]:
+    """The command that runs its arguments in a new mount namespace, where they may mount a
+    file system of their own (a small ``tmpfs``: a full disk) that no other process sees."""
+    return _first_that_runs(_NEW_MOUNT_NAMESPACE, "mount")
+
+
+def _first_that_runs(prefixes: tuple[tuple[str, ...], ...], namespace: str) -> tuple[str, ...]:
+    for prefix in prefixes:
         try:
             probe = subprocess.run([*prefix, "true"], capture_output=True, timeout=10)
         except (OSError, subprocess.TimeoutExpired):
             continue
         if probe.returncode == 0:
             return prefix
-    pytest.skip("no PID namespace can be made here (unshare)")
+    pytest.skip(f"no {namespace} namespace can be made here (unshare)")

@@ -315,6 +315,7 @@ def _write_folded(directory: str, kind: str, names: list[str], read: dict[str, b
         return []  # (its values must not be lost: scrapes leave such a file out anyway)
     added = [name for name in names if _added(os.path.join(directory, name), totals, combine, read)]
     if added:
+        _reserve(target + _NEW, totals)
         values = MmapedDict(target + _NEW)  # type: ignore[no-untyped-call]
         try:
             for key, value in totals.items():
@@ -322,6 +323,20 @@ def _write_folded(directory: str, kind: str, names: list[str], read: dict[str, b
         finally:
             values.close()  # type: ignore[no-untyped-call]
     return added
+
+
+def _reserve(path: str, keys: Iterable[str]) -> None:
+    """Make the file at ``path`` with room for ``keys`` written: as large as prometheus-client
+    makes it (64 KiB, doubled as needed), all of it written. prometheus-client writes through
+    ``mmap``, and a write into a page a full file system has no room for kills the process
+    (SIGBUS: gunicorn's master, reaping a worker); a write here fails (``OSError``) instead."""
+    # (an entry: its key's length, the key padded to 8 bytes, its value and timestamp)
+    needed = _USED.size * 2 + sum(len(key.encode()) + 32 for key in keys)
+    size = 64 * 1024
+    while size < needed:
+        size *= 2
+    with open(path, "wb") as out:
+        out.write(bytes(size))
 
 
 def _added(
