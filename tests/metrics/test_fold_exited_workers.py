@@ -22,6 +22,8 @@ import types
 from pathlib import Path
 
 import pytest
+from conditions import need
+from ordinary_user import as_an_ordinary_user
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from stopping import mount_namespace_prefix
@@ -383,3 +385,43 @@ def test_a_fold_on_a_full_disk_does_not_kill_the_process_folding(tmp_path: Path)
     }
     assert samples[("served_total", ROUTE)] == 5
     assert samples[("took_seconds_count", ROUTE)] == 5
+
+
+# A scrape of tracekit's exposition of argv[1], then one of prometheus-client's own reader.
+_SCRAPED_TWICE = """
+import sys
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
+from tracekit import metrics
+
+own_reader = CollectorRegistry()
+MultiProcessCollector(own_reader, sys.argv[1])
+print(generate_latest(metrics.exposition_registry()).decode())
+print(generate_latest(own_reader).decode())
+"""
+
+
+def test_another_users_files_in_a_shared_directory_hide_no_others(tmp_path: Path) -> None:
+    """A directory shared by several users (``/tmp``-like, sticky): a fold that could not take
+    (rename) another user's file failed with the files before it taken, and these were left
+    out of every scrape, tracekit's and prometheus-client's, until the next fold, which failed
+    the same way."""
+    need(os.geteuid() == 0, "root, to give a worker's files to another user")
+    tmp_path.chmod(0o1777)
+    _exit_workers(tmp_path, [1, 2], ())
+    another_users = sorted(tmp_path.glob("counter_*.db"))[-1]  # (taken last: the others first)
+    os.chown(another_users, 65534, 65534)
+    os.chown(tmp_path, 65534, 65534)  # (the sticky bit lets the directory's owner rename any)
+    argv = [*as_an_ordinary_user(), sys.executable, "-c", _SCRAPED_TWICE, str(tmp_path)]
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    scraped = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
+
+    assert scraped.returncode == 0, scraped.stderr
+    totals = [
+        sample.value
+        for family in text_string_to_metric_families(scraped.stdout)
+        for sample in family.samples
+        if sample.name == "served_total"
+    ]
+    assert totals == [3, 3]
+    assert not list(tmp_path.glob("*.folding"))

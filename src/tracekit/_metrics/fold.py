@@ -237,8 +237,16 @@ def _taken(
     taken names; None, every one given back, if a process given an exited one's ID (between the
     check and the rename) opened one: it is alive, or wrote into it since it was read. A file a
     killed fold left taken, that could not be given back, is no live process's whatever its ID
-    (``_given_back``): a new process with that ID made a file of its own."""
-    taken = {name: _take(directory, name) for name in names}
+    (``_given_back``): a new process with that ID made a file of its own. A file that cannot
+    be taken (another user's, in a shared directory with the sticky bit) fails the fold, every
+    one given back: taken, they were left out of every scrape until the next fold."""
+    taken: dict[str, str] = {}
+    try:
+        for name in names:
+            taken[name] = _take(directory, name)
+    except OSError:
+        _give_back(directory, taken.values())
+        raise
     if all(
         (
             name.endswith(_TAKEN)
@@ -248,9 +256,13 @@ def _taken(
         for name, as_taken in taken.items()
     ):
         return list(taken.values())
-    for as_taken in taken.values():
-        _given_back(directory, as_taken)
+    _give_back(directory, taken.values())
     return None
+
+
+def _give_back(directory: str, taken: Iterable[str]) -> None:
+    for name in taken:
+        _given_back(directory, name)
 
 
 def _take(directory: str, name: str) -> str:
