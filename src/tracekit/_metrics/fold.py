@@ -31,6 +31,7 @@ import operator
 import os
 import re
 import struct
+import threading
 from collections.abc import Callable, Iterable, Iterator
 
 from prometheus_client import mmap_dict
@@ -61,8 +62,11 @@ _LIVE_GAUGE = re.compile(r"gauge_live[a-z]*")
 _FOLDED_FILE = re.compile(r"(counter|histogram|summary|gauge_(?:sum|max|min))_folded\.db")
 
 # Lock files held open in this process: a child forked meanwhile closes its copies, or it would
-# hold the lock (flock's belongs to the open file, which the child shares) for its whole life.
+# hold the lock (flock's belongs to the open file, which the child shares) for its whole life,
+# and wait for it forever as it folds at its start (``fold_reused``). ``_holding`` is held
+# across a fork, so that no lock file is open then but not yet, or no longer, in ``_held``.
 _held: set[int] = set()
+_holding = threading.Lock()
 
 
 def process_exited(pid: int) -> bool:
@@ -168,17 +172,19 @@ def _lock_file(directory: str) -> Iterator[int | None]:
     try:
         # (read-only: flock needs no more, and another user's lock file can still be opened)
         path = os.path.join(directory, LOCK_FILE)
-        lock = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        with _holding:
+            lock = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o666)
+            _held.add(lock)
     except OSError as error:
         report_once(f"locking {LOCK_FILE}", error)
         yield None
         return
-    _held.add(lock)
     try:
         yield lock
     finally:
-        _held.discard(lock)
-        os.close(lock)
+        with _holding:
+            _held.discard(lock)
+            os.close(lock)
 
 
 def _fold_locked(directory: str, foldable: Callable[[int, str], bool] = _of_exited_process) -> None:
@@ -457,6 +463,9 @@ def _close_held_in_child() -> None:
     for lock in _held:
         os.close(lock)
     _held.clear()
+    _holding.release()
 
 
-os.register_at_fork(after_in_child=_close_held_in_child)
+os.register_at_fork(
+    before=_holding.acquire, after_in_parent=_holding.release, after_in_child=_close_held_in_child
+)
