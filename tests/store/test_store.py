@@ -758,3 +758,40 @@ def test_the_store_exporter_writes_a_nan_in_a_log_body_as_json(tmp_path: Path) -
     with Store(tmp_path / "s.db") as store:
         (stored,) = store.logs_by_correlation_id("c-nan-body")
     assert strict_json(stored.body) == STORED
+
+
+def test_the_store_exporter_cuts_a_long_string_of_a_str_subclass_to_its_bound(
+    tmp_path: Path,
+) -> None:
+    """The SDK keeps a ``str`` subclass as it is (Jinja's ``Markup``, Django's ``SafeString``:
+    a rendered page set as an attribute), and the store, which bounds every string value to
+    16,384 characters, took only an exact ``str`` for a string: a 200,007-character page was
+    stored whole, in a span's attributes and in a log record's."""
+    from django.utils.safestring import mark_safe
+    from markupsafe import Markup
+    from opentelemetry.sdk._logs import LoggerProvider
+    from opentelemetry.sdk._logs.export import SimpleLogRecordProcessor
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+
+    from tracekit.store.exporter import StoreLogExporter, StoreSpanExporter
+
+    page = "<p>" + "x" * 200_000 + "</p>"
+    shown = {"correlation.id": "c-page", "jinja": Markup(page), "django": mark_safe(page),
+             "both": [Markup(page), "short"]}  # fmt: skip
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(SimpleSpanProcessor(StoreSpanExporter(tmp_path / "s.db")))
+    tracer_provider.get_tracer("t").start_span("GET /page", attributes=shown).end()
+    tracer_provider.shutdown()
+    logger_provider = LoggerProvider()
+    exporter = StoreLogExporter(tmp_path / "s.db")
+    logger_provider.add_log_record_processor(SimpleLogRecordProcessor(exporter))
+    logger_provider.get_logger("t").emit(body="rendered", attributes=shown)
+    logger_provider.shutdown()
+
+    store = Store(tmp_path / "s.db")
+    [stored_span] = store.spans_by_correlation_id("c-page")
+    [stored_log] = store.logs_by_correlation_id("c-page")
+    for attributes in (stored_span.attributes, stored_log.attributes):
+        assert attributes["jinja"] == attributes["django"] == page[:16_384]
+        assert attributes["both"] == [page[:16_384], "short"]

@@ -89,7 +89,7 @@ def bounded_value(value: AttributeValue) -> AttributeValue:
     """An attribute value with every string in it cut to its bound (the same object if none)."""
     if _value_fits(value):
         return value
-    if type(value) is str:
+    if isinstance(value, str):
         return cut(value, MAX_VALUE_CHARS)
     if isinstance(value, list):
         return [bounded_value(item) for item in value]
@@ -97,7 +97,8 @@ def bounded_value(value: AttributeValue) -> AttributeValue:
 
 
 def _value_fits(value: AttributeValue) -> bool:
-    if type(value) is str:
+    # a str subclass too: the SDK keeps Jinja's Markup and Django's SafeString as they are
+    if isinstance(value, str):
         return len(value) <= MAX_VALUE_CHARS
     if isinstance(value, list):
         return all(_value_fits(item) for item in value)
