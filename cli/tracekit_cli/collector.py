@@ -104,11 +104,13 @@ def _address(ctx: click.Context, param: click.Parameter, value: str) -> str:
 def _address_alone(value: str) -> str | None:
     """What to type for a ``--host`` written as a URL or ``host:port`` (an endpoint copied from
     ``OTEL_EXPORTER_OTLP_ENDPOINT``), which was looked up as a host name: "cannot listen on
-    [0.0.0.0:4318]:4318: Name or service not known". None for an address alone (``::1``)."""
+    [0.0.0.0:4318]:4318: Name or service not known". None for an address alone (``::1``). No
+    host before the port (``:4318``) is every interface, as the OpenTelemetry Collector reads it:
+    said out loud, as ``0.0.0.0``."""
     address = value.split("://", 1)[-1].split("/", 1)[0]
     host, colon, port = address.rpartition(":")
     if colon and port.isdigit() and not _is_ip(address):
-        return f"--host {host} --port {port}"
+        return f"--host {host or '0.0.0.0'} --port {port}"
     return f"--host {address}" if address != value else None
 
 

@@ -485,6 +485,10 @@ def test_a_host_no_address_or_name_can_be_is_refused_in_one_line(tmp_path: Path,
         ("http://localhost:4318/v1/traces", "--host localhost --port 4318"),
         ("[::1]:4318", "--host [::1] --port 4318"),
         ("http://collector", "--host collector"),
+        # the OpenTelemetry Collector's own spelling of every interface (``endpoint: :4318``),
+        # which was told "give --host --port 4318": a --host without its address
+        (":4318", "--host 0.0.0.0 --port 4318"),
+        ("http://:4318", "--host 0.0.0.0 --port 4318"),
     ],
 )
 def test_a_host_written_as_an_endpoint_is_told_the_options_to_give(
