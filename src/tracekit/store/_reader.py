@@ -377,7 +377,8 @@ class StoreReader:
         after its entry's root, so the pages stop once no older root can start a request newer
         than the ``limit`` found.
         """
-        if service is not None and self.string_ref(service) is None:
+        service_ref = None if service is None else self.string_ref(service)
+        if service is not None and service_ref is None:
             return []  # never stored (a typo): no need to walk every entry of the time index
         found: list[RequestSummary] = []
         seen: dict[str, RequestSummary] = {}
@@ -386,7 +387,7 @@ class StoreReader:
         filtered = min_duration_ms is not None or errors_only
         size = max(1, limit)
         self._by_extents = min_duration_ms is not None and trace_tables_filled(self.conn)
-        entries = self._entries(service, since_unix_nano, min_duration_ms, errors_only)
+        entries = self._entries(service_ref, since_unix_nano, min_duration_ms, errors_only)
         try:
             while limit > 0:
                 page = entries.fetchmany(size)
@@ -418,17 +419,18 @@ class StoreReader:
 
     def _entries(
         self,
-        service: str | None,
+        service_ref: int | None,
         since_unix_nano: int | None,
         min_duration_ms: float | None,
         errors_only: bool,
     ) -> sqlite3.Cursor:
-        """Entry points, newest root first (start, span row id), read as the cursor is."""
+        """Entry points, newest root first (start, span row id), read as the cursor is; of the
+        service whose name is ``service_ref`` (``string_ref``) if given."""
         conditions: list[str] = [_ENTRY_TYPES, f"({_IS_ROOT} OR {_OPENS_A_ROOTLESS_TRACE})"]
         params: list[object] = []
-        if service is not None:
-            conditions.append("s.service_ref = (SELECT id FROM strings WHERE value = ?)")
-            params.append(service)
+        if service_ref is not None:
+            conditions.append("s.service_ref = ?")
+            params.append(service_ref)
         if since_unix_nano is not None:
             conditions.append("s.start_ns >= ?")
             params.append(since_unix_nano)
