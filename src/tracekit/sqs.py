@@ -314,7 +314,7 @@ def _due_time(headers: Mapping[str, str], queue_delay_ns: int) -> int | None:
     """When a message was due (unix ns): as its producer wrote it for one sent with
     ``DelaySeconds``, else its publish time plus the queue's delay."""
     due = ascii_int(headers.get(DUE_TIME_ATTRIBUTE), 19)
+    if due is not None or not queue_delay_ns:
+        return due
     published = ascii_int(headers.get(messaging.PUBLISH_TIME_HEADER), 19)
-    if due is None and queue_delay_ns and published is not None:
-        return published + queue_delay_ns
-    return due
+    return None if published is None else published + queue_delay_ns
