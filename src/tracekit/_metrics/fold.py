@@ -228,9 +228,10 @@ def _foldable_files(directory: str, foldable: Callable[[int, str], bool]) -> dic
         name for name in _process_files(directory, _TAKEN) if not _given_back(directory, name)
     ]
     for name in _process_files(directory, ""):
+        kind, pid = _kind_and_pid(name)
         path = os.path.join(directory, name)
-        if foldable(_kind_and_pid(name)[1], path) and not os.path.exists(path + _TAKEN):
-            found.setdefault(_kind_and_pid(name)[0], []).append(name)
+        if foldable(pid, path) and not os.path.exists(path + _TAKEN):
+            found.setdefault(kind, []).append(name)
     for name in left_taken:
         found.setdefault(_kind_and_pid(name)[0], []).append(name)
     return found
