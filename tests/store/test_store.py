@@ -485,7 +485,9 @@ def test_parsing_retention_flags() -> None:
     assert parse_duration("7d") == 7 * 86400 * 10**9 and parse_duration("90") == 90 * 10**9
     assert parse_size("2GB") == 2 * 10**9 and parse_size("1.5GiB") == int(1.5 * 2**30)
     assert parse_duration("36500d") == 36500 * 86400 * 10**9 and parse_size("1000TB") == 10**15
-    for bad in ("7 days", "-1d", "0s", "36501d", "999999999999d", "9" * 400):
+    assert parse_duration("1y") == parse_duration("365d")
+    assert parse_duration("100y") == parse_duration("36500d")
+    for bad in ("7 days", "101y", "-1d", "0s", "36501d", "999999999999d", "9" * 400):
         with pytest.raises(ValueError):
             parse_duration(bad)
     for bad in ("12 parsecs", "1001TB", "9" * 400 + "GB"):

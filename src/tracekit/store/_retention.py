@@ -19,9 +19,9 @@ from tracekit.store._schema import (
     last_span_id,
 )
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)?\s*$", re.IGNORECASE)
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w|y)?\s*$", re.IGNORECASE)
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b?|b)?\s*$", re.IGNORECASE)
-_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 365 * 86400}  # as --since
 _POWERS = {"": 0, "b": 0, "k": 1, "m": 2, "g": 3, "t": 4}
 CHUNK_ROWS = 5000
 # Bounds past which a value can only be a typo: records are refused when dated before 2000, and
@@ -31,7 +31,8 @@ MAX_BYTES = 1000 * 10**12
 
 
 def parse_duration(text: str) -> int:
-    """``"7d"``, ``"12h"``, ``"30m"``, ``"45s"``, ``"2w"`` (bare numbers are seconds) -> ns."""
+    """``"7d"``, ``"12h"``, ``"30m"``, ``"45s"``, ``"2w"``, ``"1y"`` (365 days) -> ns; bare numbers
+    are seconds."""
     match = _DURATION.match(text)
     if not match:
         raise ValueError(f"not a duration: {text[:40]!r} (use e.g. 7d, 12h, 30m)")
@@ -39,7 +40,7 @@ def parse_duration(text: str) -> int:
     if seconds <= 0:
         raise ValueError("retention must be positive")
     if seconds > MAX_AGE_SECONDS:  # also infinity, from a number too long for a float
-        raise ValueError("retention must be at most 36500d (100 years)")
+        raise ValueError("retention must be at most 36500d (100y)")
     return int(seconds * 1e9)
 
 
