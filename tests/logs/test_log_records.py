@@ -296,6 +296,33 @@ def test_json_line_bounds_integers_too(stamping: None) -> None:
     assert line["huge"] == "<integer of 16610 bits>"
 
 
+class _Row:
+    """A row of a query's result; counts the reprs made of rows."""
+
+    made = 0
+
+    def __repr__(self) -> str:
+        _Row.made += 1
+        return "<Row>"
+
+
+def test_json_line_makes_only_the_part_of_a_large_values_repr_it_keeps(stamping: None) -> None:
+    """A query's 100,000 rows and a 5 MB body given with ``extra=``: their whole repr was made
+    in the logging call (a row's repr 100,000 times), to keep the first kibibyte of it."""
+    rows, body = [_Row() for _ in range(100_000)], b"\x00" * 5_000_000
+    kept_rows, kept_body = (repr(v)[: logs.MAX_VALUE] + "…[truncated]" for v in (rows, body))
+    _Row.made = 0
+
+    def emit(logger: logging.Logger) -> None:
+        logger.info("fetched", extra={"rows": rows, "body": body, "small": {"b": [1, (2,)]}})
+
+    line = _json_line("tests.logs.rows", emit)
+    assert _Row.made < logs.MAX_VALUE  # not 100,000
+    assert line["rows"] == kept_rows
+    assert line["body"] == kept_body
+    assert line["small"] == "{'b': [1, (2,)]}"
+
+
 def test_json_line_includes_bounded_exception(stamping: None) -> None:
     def emit(logger: logging.Logger) -> None:
         try:
