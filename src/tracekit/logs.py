@@ -44,7 +44,8 @@ from typing import TYPE_CHECKING, Any, cast
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry._logs import SeverityNumber
+from opentelemetry._logs import NoOpLoggerProvider, SeverityNumber, get_logger_provider
+from opentelemetry._logs._internal import ProxyLoggerProvider
 
 from tracekit import config, correlation, semconv
 from tracekit._http.wsgi_environ import CONTEXT_KEY
@@ -780,11 +781,11 @@ EXPORT_POINTS = frozenset(("celery.task",))
 
 def _exports(logger: logging.Logger) -> bool:
     """True when ``logger``'s records propagate to the root (or stop at an export point) and
-    no handler on the way already hands them to OpenTelemetry (the host's own bridge, or a
-    ``LogExportHandler`` the host attached)."""
+    no handler on the way already hands them to an OpenTelemetry pipeline (the host's own
+    bridge, or a ``LogExportHandler`` the host attached)."""
     current: logging.Logger | None = logger
     while current is not None:
-        if any(_is_otel_bridge(type(h)) for h in current.handlers):
+        if any(_is_otel_bridge(type(h)) and not _drops_records(h) for h in current.handlers):
             return False
         if current is logging.root or current.name in EXPORT_POINTS:
             return True
@@ -792,6 +793,16 @@ def _exports(logger: logging.Logger) -> bool:
             return False
         current = current.parent
     return False
+
+
+def _drops_records(bridge: logging.Handler) -> bool:
+    """Whether an OpenTelemetry bridge hands its records to no pipeline: made with the API's
+    stand-in provider while none is set globally (contrib's ``LoggingInstrumentor`` adds such
+    a handler to the root as it instruments, by default), or with the no-op one."""
+    provider = getattr(bridge, "_logger_provider", None)  # where both LoggingHandlers keep it
+    if isinstance(provider, ProxyLoggerProvider):  # it hands records to the global one, if set
+        provider = get_logger_provider()
+    return isinstance(provider, (NoOpLoggerProvider, ProxyLoggerProvider))
 
 
 _bridge_types: dict[type, bool] = {}
@@ -888,7 +899,6 @@ def _start_export(options: Options, resource: Resource | None) -> None:
 
 def _host_logger_provider() -> LoggerProvider | None:
     """The SDK ``LoggerProvider`` the application set globally, if it set one."""
-    from opentelemetry._logs import get_logger_provider
     from opentelemetry.sdk._logs import LoggerProvider
 
     current = get_logger_provider()

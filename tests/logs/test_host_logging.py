@@ -807,6 +807,31 @@ print([r.body for r in records], records[0].attributes.get("correlation_id"))
     assert stored_bodies(tmp_path) == []
 
 
+@pytest.mark.parametrize("when", ["before", "after"])
+def test_a_bridge_with_no_pipeline_behind_it_leaves_the_export_to_tracekit(
+    when: str, tmp_path: Path
+) -> None:
+    """OpenTelemetry's logging instrumentation adds its ``LoggingHandler`` to the root as it
+    instruments (to put ``otelTraceID`` in a format, say), on the global provider, which is
+    none where the application set none: tracekit took it for the host's export and exported
+    nothing, so ``tracekit trace`` showed none of the request's lines."""
+    instrument = "LoggingInstrumentor().instrument(set_logging_format=True)\n"
+    init = 'tracekit.init("shop", exporter="store", metrics_port=0)\n'
+    result = run_python(
+        "import logging, tracekit\n"
+        "from opentelemetry.instrumentation.logging import LoggingInstrumentor\n"
+        + (instrument + init if when == "before" else init + instrument)
+        + """
+tracekit.correlation.set_correlation_id("req-contrib-1")
+logging.getLogger("shop").warning("charged")
+tracekit.shutdown()
+""",
+        tmp_path,
+    )
+    assert "charged" in result.stderr  # the instrumentation's own format still prints it
+    assert stored_bodies(tmp_path) == ["charged"]
+
+
 def test_a_record_through_tracekits_own_export_handler_is_exported_once(tmp_path) -> None:
     """docs/logs.md offers ``LogExportHandler`` as a handler to attach yourself: on the root,
     beside ``init``'s export, every record reached the provider twice."""
