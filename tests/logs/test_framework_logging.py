@@ -252,6 +252,22 @@ def test_gunicorn_access_lines_carry_the_requests_ids(worker_class: str, tmp_pat
     assert f'gunicorn.access [access-1 {trace_id}] "GET /access HTTP/1.1" 200' in output, output
 
 
+def test_gunicorns_access_log_format_names_the_id_through_the_response_header(
+    tmp_path: Path,
+) -> None:
+    """docs/logs.md: in ``access_log_format``, the ID is the response header's atom, also for an
+    ID tracekit made up (the request brought none)."""
+    port = free_port()
+    access_format = '"%(r)s" %(s)s id=%({x-correlation-id}o)s'
+    command = _gunicorn(port, "--access-logformat", access_format)
+    log = tmp_path / "server.log"
+    with running(command, environment(tmp_path), log) as server:
+        get_when_up(f"http://127.0.0.1:{port}/order", "server-up", server)
+        made_up = httpx.get(f"http://127.0.0.1:{port}/access", timeout=10)
+        awaited = f'"GET /access HTTP/1.1" 200 id={made_up.headers["X-Correlation-ID"]}'
+        wait_for(lambda: awaited in log.read_text(), 20, repr(awaited))
+
+
 def test_uvicorns_line_on_an_exception_the_app_raised_carries_the_requests_id(
     tmp_path: Path,
 ) -> None:
