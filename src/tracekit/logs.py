@@ -200,12 +200,28 @@ def _stopped_fields() -> dict[str, str]:
     return {**dict.fromkeys(STAMPED_FIELDS, EMPTY), "service": _service}
 
 
+class _Rebuilt(dict[str, str]):
+    """The fields of a record ``logging.makeLogRecord`` makes, to take the attributes of one
+    logged elsewhere (a ``SocketHandler``'s, from another process or host), its fields too:
+    no logging call of this process's made it."""
+
+
+def _stamp(record: logging.LogRecord) -> dict[str, str] | None:
+    """The fields tracekit stamped on ``record`` in a logging call of this process; None for
+    a record made otherwise (unstamped, unpickled, or by ``logging.makeLogRecord``)."""
+    if isinstance(record, _Correlating) and type(record._tracekit_fields) is not _Rebuilt:
+        return record._tracekit_fields
+    return None
+
+
 def _make_record(*args: Any, **kwargs: Any) -> logging.LogRecord:
     global _probed
     if _probing:
         _probed = True
     previous = _previous_factory or logging.LogRecord
     fields = _request_fields(args) if _stamping else _stopped_fields()
+    if args[:1] == (None,):  # no logger's name: ``logging.makeLogRecord``
+        fields = _Rebuilt(fields)
     if previous is logging.LogRecord:
         record = _CorrelatedRecord(*args, **kwargs)
         record._tracekit_fields = fields
@@ -419,7 +435,7 @@ def _own_stamped_names(
     """The application's own values (``extra=``, then a structlog event's keys) for the names
     tracekit stamps, where they differ from the stamp (``extra={"service": "stripe"}``: the
     provider called). The correlation ID is left out: a valid one is ``correlation.id``."""
-    stamp = record._tracekit_fields if isinstance(record, _Correlating) else None
+    stamp = _stamp(record)
     if stamp is None:  # not stamped here: nothing tells the application's values from others'
         return {}
     own = {}
@@ -605,8 +621,9 @@ def _record_context(record: logging.LogRecord) -> otel_context.Context:
     ``LogExportHandler`` behind a ``QueueListener``, whose thread is in no span, or in a span
     of its own). Its trace flags are not stamped: they stay unset."""
     current = otel_context.get_current()
-    if isinstance(record, _Correlating):
-        fields = record._tracekit_fields
+    stamp = _stamp(record)
+    if stamp is not None:
+        fields = stamp
     elif _stamped_elsewhere(record):  # its stamp and ``extra=`` share one dict
         fields = record.__dict__
     else:  # not stamped (``logs=False``): a ``trace_id`` on it is the application's own
@@ -847,9 +864,17 @@ def _stamped_elsewhere(record: logging.LogRecord) -> bool:
     stdlib's multi-process recipes: a ``QueueHandler`` or ``SocketHandler`` there, a listener
     calling ``logger.handle(record)`` here): tracekit exported it there, with the context it
     was logged in; exporting it again here would show every line twice. (Stamped here, the
-    fields wait in a slot until this very call.)"""
+    fields wait in a slot until this very call.)
+
+    A record ``logging.makeLogRecord`` rebuilt here (the ``SocketHandler`` recipe's listener)
+    is known as such: its process ID, from another container or host, may well be this
+    process's (each container's first process is 1)."""
+    if "service" not in record.__dict__ or _stamp(record) is not None:
+        return False
+    if isinstance(record, _Correlating):  # rebuilt by ``logging.makeLogRecord``
+        return True
     process = record.__dict__.get("process")
-    return "service" in record.__dict__ and process is not None and process != os.getpid()
+    return process is not None and process != os.getpid()
 
 
 def _hook_call_handlers() -> None:

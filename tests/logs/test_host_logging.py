@@ -770,6 +770,49 @@ def test_records_handed_to_a_listener_process_are_exported_once(tmp_path: Path) 
     ]
 
 
+SOCKET_RECIPE = """
+import logging, logging.handlers, multiprocessing, os, pickle, socket, struct, tracekit
+
+def sender(port, process_id):
+    handler = logging.handlers.SocketHandler("127.0.0.1", port)
+    handler.addFilter(lambda record: setattr(record, "process", process_id) or True)
+    logging.getLogger().handlers = [handler]
+    tracekit.correlation.set_correlation_id("job-10")
+    logging.getLogger("shop.sender").warning("sent line")
+    handler.close()
+
+if __name__ == "__main__":
+    multiprocessing.set_start_method("fork")
+    tracekit.init("shop", exporter="store", metrics_port=0)
+    server = socket.create_server(("127.0.0.1", 0))
+    sender_id = os.getpid() if SAME_ID else os.getpid() + 1
+    process = multiprocessing.Process(target=sender, args=(server.getsockname()[1], sender_id))
+    process.start()
+    connection, _ = server.accept()
+    with connection, connection.makefile("rb") as stream:  # the logging cookbook's receiver
+        while len(head := stream.read(4)) == 4:
+            data = pickle.loads(stream.read(struct.unpack(">L", head)[0]))
+            record = logging.makeLogRecord(data)
+            logging.getLogger(record.name).handle(record)
+    process.join()
+    tracekit.shutdown()
+"""
+
+
+@pytest.mark.parametrize("same_id", [True, False], ids=["listener's-id", "another-id"])
+def test_records_sent_to_a_socket_listener_are_exported_once(same_id: bool, tmp_path: Path) -> None:
+    """The stdlib's ``SocketHandler`` recipe between containers, where the sender's process
+    and the listener's often have the same ID (1, the container's first process): the
+    listener took the record for one of its own and exported it again, so ``tracekit trace``
+    showed the line twice."""
+    run_python(f"SAME_ID = {same_id}" + SOCKET_RECIPE, tmp_path)
+    with Store(tmp_path / "t.db") as store:
+        exported = store.logs_by_correlation_id("job-10")
+    assert [(r.body, r.attributes["code.function.name"]) for r in exported] == [
+        ("sent line", "sender")
+    ]
+
+
 HOST_PIPELINE = """
 import logging, warnings
 from opentelemetry._logs import set_logger_provider
