@@ -45,7 +45,6 @@ from typing import TYPE_CHECKING, Any, cast
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry._logs import NoOpLoggerProvider, SeverityNumber, get_logger_provider
-from opentelemetry._logs._internal import ProxyLoggerProvider
 
 from tracekit import config, correlation, semconv
 from tracekit._http.wsgi_environ import CONTEXT_KEY
@@ -815,11 +814,17 @@ def _exports(logger: logging.Logger) -> bool:
 def _drops_records(bridge: logging.Handler) -> bool:
     """Whether an OpenTelemetry bridge hands its records to no pipeline: made with the API's
     stand-in provider while none is set globally (contrib's ``LoggingInstrumentor`` adds such
-    a handler to the root as it instruments, by default), or with the no-op one."""
+    a handler to the root as it instruments, by default), or with the no-op one. The stand-in
+    is private to the API (``ProxyLoggerProvider``), so known by its name: an API that renames
+    it has its bridges taken as exporting, as before."""
     provider = getattr(bridge, "_logger_provider", None)  # where both LoggingHandlers keep it
-    if isinstance(provider, ProxyLoggerProvider):  # it hands records to the global one, if set
+    if _is_proxy(provider):  # it hands records to the global one, if set
         provider = get_logger_provider()
-    return isinstance(provider, (NoOpLoggerProvider, ProxyLoggerProvider))
+    return isinstance(provider, NoOpLoggerProvider) or _is_proxy(provider)
+
+
+def _is_proxy(provider: object) -> bool:
+    return type(provider).__name__ == "ProxyLoggerProvider"
 
 
 _bridge_types: dict[type, bool] = {}
