@@ -107,7 +107,6 @@ class TracekitMiddleware(OptionsReadLate):
         def start_with_correlation(
             status: str, headers: list[tuple[str, str]], exc_info: ExcInfo | None = None
         ) -> Callable[[bytes], object]:
-            request.status_code = _STATUS_CODES.get(status) or _status_code(status)
             if flask and ROUTE_KEY not in environ:
                 flask_hooks.remember_route(environ)
             for name, _ in headers:
@@ -115,7 +114,11 @@ class TracekitMiddleware(OptionsReadLate):
                     break
             else:  # a new list: the application's may be shared between requests, or a tuple
                 headers = [*headers, echo]
-            return start_response(status, headers, exc_info)
+            write = start_response(status, headers, exc_info)
+            # Only a status the server took: it refuses a second one (PEP 3333), and raises
+            # exc_info again once the first has gone out, which the client then got.
+            request.status_code = _STATUS_CODES.get(status) or _status_code(status)
+            return write
 
         try:
             body = self.app(environ, start_with_correlation)
