@@ -24,6 +24,7 @@ from tracekit import correlation, semconv
 from tracekit._http import flask_hooks
 from tracekit._http.django_settings import django_options
 from tracekit._http.server import (
+    CLIENT_CLOSED_REQUEST,
     OUTER_REQUEST_KEY,
     ActiveRequest,
     OptionsReadLate,
@@ -42,6 +43,7 @@ from tracekit._http.wsgi_environ import (
     ServerAttributes,
     StartResponse,
     WSGIApp,
+    client_left,
     header_keys,
     headers_of,
     request_path,
@@ -238,6 +240,8 @@ def _finish(
         route = environ.get(ROUTE_KEY) if requests.records else None
         if error is None:
             error = _answered_error(environ, request.status_code)
+        if client_left(error):  # the client's doing (nginx's 499), whatever answered it
+            request.status_code, error = CLIENT_CLOSED_REQUEST, None
         requests.finish(request, route if isinstance(route, str) else None, error)
     except Exception as exc:
         report_once("wsgi request finish", exc)

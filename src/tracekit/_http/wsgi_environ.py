@@ -7,6 +7,7 @@ same keys under ASGI (without ``SERVER_PROTOCOL``: the ASGI scope's ``http_versi
 from __future__ import annotations
 
 import re
+import sys
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
@@ -44,6 +45,15 @@ def server_answer(error: BaseException, environ: Mapping[str, Any]) -> int:
     if isinstance(error, SystemExit) and _gunicorn(environ):
         return 500 if threading.current_thread() is threading.main_thread() else 0
     return 500 if isinstance(error, Exception) and not isinstance(error, OSError) else 0
+
+
+def client_left(error: BaseException | None) -> bool:
+    """Whether ``error`` is gunicorn's ``NoMoreData``: ``wsgi.input`` met the end of the
+    connection before the end of the request's body (a chunked upload the client left; one with
+    a ``Content-Length`` ends short without an error). gunicorn itself takes it for a client
+    gone ("premature client disconnection") and answers nothing."""
+    no_more_data = getattr(sys.modules.get("gunicorn.http.errors"), "NoMoreData", None)
+    return isinstance(no_more_data, type) and isinstance(error, no_more_data)
 
 
 def _gunicorn(environ: Mapping[str, Any]) -> bool:
