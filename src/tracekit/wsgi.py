@@ -159,7 +159,9 @@ class _Response:
     resets the connection after reading the answer, which would lose the span.
     """
 
-    __slots__ = ("_body", "_close", "_closed", "_environ", "_error", "_request", "_requests")
+    __slots__ = (
+        "_body", "_close", "_closed", "_environ", "_error", "_held", "_request", "_requests",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -174,6 +176,7 @@ class _Response:
         self._request = request
         self._environ = environ
         self._error: BaseException | None = None
+        self._held: Exception | None = None  # what the body's close raised, for the server's
         self._closed = False
 
     def __iter__(self) -> Iterator[bytes]:
@@ -191,18 +194,31 @@ class _Response:
                 self._request.status_code = server_answer(error, self._environ)
             self.close()
             raise
-        self.close()
+        try:
+            self.close()
+        except Exception as error:
+            # Raised here, in the server's loop over the body, it would cut the response the
+            # server has yet to end (gunicorn's and werkzeug's last chunk of a chunked one):
+            # raised when the server closes the response, as without tracekit.
+            self._held = error
 
     def close(self) -> None:
         """Close the app's body (once) and finish the request."""
         if self._closed:
+            held, self._held = self._held, None
+            if held is not None:
+                raise held
             return
         self._closed = True
         try:
             if self._close is not None:
                 self._close()
-        finally:
-            _finish(self._requests, self._request, self._environ, self._error)
+        except BaseException as error:
+            # Servers close the response once its last chunk has gone (Django's
+            # request_finished receivers run here): the request answered, then this failed.
+            _finish(self._requests, self._request, self._environ, self._error, after=error)
+            raise
+        _finish(self._requests, self._request, self._environ, self._error)
 
 
 class _SizedResponse(_Response):
@@ -233,8 +249,14 @@ def _file_or(response: _Response, body: Iterable[bytes], environ: Environ) -> It
 
 
 def _finish(
-    requests: ServerRequests, request: ActiveRequest, environ: Environ, error: BaseException | None
+    requests: ServerRequests,
+    request: ActiveRequest,
+    environ: Environ,
+    error: BaseException | None,
+    after: BaseException | None = None,
 ) -> None:
+    """Complete the request with ``error`` and restore the caller's context; ``after``: what
+    failed once the response had gone, recorded after it (``ServerRequests.finish``)."""
     try:
         _client_named_below(request, environ)
         route = environ.get(ROUTE_KEY) if requests.records else None
@@ -242,7 +264,11 @@ def _finish(
             error = _answered_error(environ, request.status_code)
         if client_left(error):  # the client's doing (nginx's 499), whatever answered it
             request.status_code, error = CLIENT_CLOSED_REQUEST, None
-        requests.finish(request, route if isinstance(route, str) else None, error)
+        route = route if isinstance(route, str) else None
+        if after is not None:
+            requests.complete(request, route, error)
+            error = after
+        requests.finish(request, route, error)
     except Exception as exc:
         report_once("wsgi request finish", exc)
 

@@ -1,0 +1,78 @@
+"""A WSGI response whose ``close()`` raises, under real gunicorn: the server closes a response
+after its last chunk has gone (Django's ``request_finished`` receivers run there), then logs
+the exception ("Error handling request"); the client has its whole answer. tracekit's
+middleware closed the body itself as the last chunk went, inside the server's loop over it:
+the exception cut the response (no last chunk: "Response ended prematurely" for the client),
+nothing of it reached the trace, and gunicorn's line about it showed no correlation ID. The
+request had answered; the failure came after it, as a failure after an ASGI response does: a
+failed span ``GET after response`` under the request's, which keeps its 200.
+"""
+
+from __future__ import annotations
+
+import pytest
+import requests
+from loopback import free_port
+from metric_labels import served_counts
+from stopping import Service, server_spans
+
+APP = """
+import tracekit
+from tracekit.metrics import wsgi_metrics_app
+from tracekit.wsgi import TracekitMiddleware
+from werkzeug.middleware.dispatcher import DispatcherMiddleware
+
+tracekit.init("shop")
+
+class Rows:
+    def __iter__(self):
+        yield b"rows\\n"
+
+    def close(self):
+        raise ValueError("the export's cursor would not close")
+
+def export(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/csv")])
+    return Rows()
+
+app = DispatcherMiddleware(TracekitMiddleware(export), {"/metrics": wsgi_metrics_app()})
+"""
+LOGGING = """
+logconfig_dict = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"ids": {"format": "%(name)s [%(correlation_id)s] %(message)s",
+                           "defaults": {"correlation_id": "-"}}},
+    "handlers": {"out": {"class": "logging.StreamHandler", "formatter": "ids"}},
+    "root": {"handlers": ["out"], "level": "INFO"},
+    "loggers": {"gunicorn.error": {"handlers": ["out"], "level": "INFO", "propagate": False}},
+}
+"""
+
+
+@pytest.mark.parametrize("worker", ["sync", "gthread"])
+def test_a_close_that_raises_leaves_the_answer_whole_and_fails_after_it(
+    service: Service, worker: str
+) -> None:
+    service.write("app.py", APP)
+    service.write("logging_conf.py", LOGGING)
+    port = free_port()
+    service.start("-m", "gunicorn", "-c", "logging_conf.py", "-k", worker, "-w", "1",
+                  "-b", f"127.0.0.1:{port}", "app:app")  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    service.wait_http(url + "/metrics")
+
+    answer = requests.get(url + "/export", headers={"X-Correlation-ID": "export-1"}, timeout=10)
+
+    assert (answer.status_code, answer.text) == (200, "rows\n")
+    assert served_counts(url, "GET") == {("200", ""): 1}  # answered in full
+    assert service.terminate() == 0
+    assert "gunicorn.error [export-1] Error handling request" in service.output()
+    spans = [s for s in service.spans() if s.correlation_id == "export-1"]
+    (request,) = server_spans(spans)
+    (after,) = [s for s in spans if s is not request]
+    assert (request.name, request.status) == ("GET", "UNSET")
+    assert request.attributes["http.response.status_code"] == 200
+    assert (after.name, after.kind, after.status) == ("GET after response", "INTERNAL", "ERROR")
+    assert after.parent_span_id == request.span_id
+    assert after.attributes["error.type"] == "ValueError"
