@@ -120,6 +120,8 @@ class TracekitMiddleware(OptionsReadLate):
             # Only a status the server took: it refuses a second one (PEP 3333), and raises
             # exc_info again once the first has gone out, which the client then got.
             request.status_code = _STATUS_CODES.get(status) or _status_code(status)
+            if exc_info is not None:  # the app answers an exception (Bottle's error pages)
+                _remember_handled(environ, exc_info)
             return write
 
         try:
@@ -280,6 +282,13 @@ def _answered_error(environ: Environ, status_code: int) -> BaseException | None:
     if found is None and status_code >= 500:
         found = environ.get(HANDLED_ERROR_KEY)
     return found if isinstance(found, BaseException) else None
+
+
+def _remember_handled(environ: Environ, exc_info: object) -> None:
+    """The exception of the ``exc_info`` an app gave ``start_response``, recorded as the
+    request's where its answer is a 5xx (``_answered_error``)."""
+    if isinstance(exc_info, tuple) and len(exc_info) == 3 and exc_info[1] is not None:
+        environ.setdefault(HANDLED_ERROR_KEY, exc_info[1])
 
 
 def _client_named_below(request: ActiveRequest, environ: Environ) -> None:

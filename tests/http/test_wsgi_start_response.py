@@ -49,6 +49,15 @@ def _error_after_the_status_went_out(environ: Any, start_response: Any) -> Itera
     yield b"never sent"
 
 
+def _answered_with_exc_info(environ: Any, start_response: Any) -> list[bytes]:
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    try:
+        raise ConnectionRefusedError("the stock service")
+    except ConnectionRefusedError:  # its own error page, as Bottle makes one
+        start_response("503 Service Unavailable", [("Content-Type", "text/plain")], sys.exc_info())
+    return [b"try again later"]
+
+
 def _serve(serve_wsgi: Any, app: Any) -> tuple[str, CollectorRegistry]:
     registry = CollectorRegistry()
     traced = wsgi.TracekitMiddleware(app, registry=registry, service_name="shop")
@@ -96,3 +105,22 @@ def test_exc_info_after_the_status_went_out_keeps_the_status_sent(
     assert span.status.status_code is StatusCode.ERROR
     wait_for(lambda: _count(registry, "200", "KeyError") == 1, 5.0, "the cut 200 counted")
     assert _count(registry, "500", "KeyError") is None
+
+
+def test_an_error_page_started_with_exc_info_records_its_exception(
+    serve_wsgi: Any, wait_for_spans: Any
+) -> None:
+    """The app answers an exception with a 5xx page, giving ``start_response`` its
+    ``exc_info`` (Bottle does so): the span and the metrics said ``503``, without the exception
+    the app named, as for an exception a Flask error handler answers."""
+    url, registry = _serve(serve_wsgi, _answered_with_exc_info)
+
+    answer = requests.get(url + "/orders", timeout=10)
+
+    assert (answer.status_code, answer.text) == (503, "try again later")
+    span = _server_span(wait_for_spans)
+    assert span.attributes[semconv.HTTP_RESPONSE_STATUS_CODE] == 503
+    assert span.attributes[semconv.ERROR_TYPE] == "ConnectionRefusedError"
+    assert [event.name for event in span.events] == ["exception"]
+    wait_for(lambda: _count(registry, "503", "ConnectionRefusedError") == 1, 5.0, "counted")
+    assert _count(registry, "503", "503") is None
