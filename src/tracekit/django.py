@@ -495,21 +495,27 @@ def _finish_on_close(
     carried = otel_context.get_current()  # the request's: its span and correlation ID
     closing = finished = False
 
-    def finish() -> None:
+    def finish(after: BaseException | None = None) -> None:
         nonlocal finished
         if not finished:
             finished = True
             _complete(requests, active, request)  # a streamed response's span ends here
-            _finish(requests, active, request, None)  # complete by now: restores the context
+            # Complete by now: restores the context; ``after``, what the close raised (a
+            # request_finished receiver), failed after the response.
+            _finish(requests, active, request, after)
 
     def close_and_finish() -> None:
         nonlocal closing
         closing = True  # this response's close closes the request too: finished after it
         tokens = _enter_request_context(active, carried)
+        failed = None
         try:
             close()
+        except BaseException as error:
+            failed = error
+            raise
         finally:
-            finish()
+            finish(failed)
             _leave_request_context(tokens)
 
     def close_request_and_finish() -> None:

@@ -37,12 +37,39 @@ def export(environ, start_response):
 
 app = DispatcherMiddleware(TracekitMiddleware(export), {"/metrics": wsgi_metrics_app()})
 """
+DJANGO_APP = """
+import os, tracekit
+from django.conf import settings
+
+settings.configure(
+    ROOT_URLCONF=__name__, ALLOWED_HOSTS=["*"], SECRET_KEY="test", DEBUG=False,
+    MIDDLEWARE=["tracekit.django.TracekitMiddleware"],
+)
+from django.core.signals import request_finished
+from django.core.wsgi import get_wsgi_application
+from django.http import HttpResponse
+from django.urls import path
+from tracekit.metrics import wsgi_metrics_app
+from tracekit.wsgi import TracekitMiddleware
+from werkzeug.middleware.dispatcher import DispatcherMiddleware
+
+def release_export_lock(sender, **kwargs):
+    raise ValueError("the export's lock would not release")
+
+request_finished.connect(release_export_lock)
+urlpatterns = [path("export", lambda request: HttpResponse("rows\\n"))]
+tracekit.init("shop")
+site = get_wsgi_application()
+if os.environ.get("WRAPPED"):  # wsgi.py wraps Django too
+    site = TracekitMiddleware(site)
+app = DispatcherMiddleware(site, {"/metrics": wsgi_metrics_app()})
+"""
 LOGGING = """
 logconfig_dict = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"ids": {"format": "%(name)s [%(correlation_id)s] %(message)s",
-                           "defaults": {"correlation_id": "-"}}},
+    "formatters": {"ids": {"()": "logging.Formatter", "defaults": {"correlation_id": "-"},
+                           "fmt": "%(name)s [%(correlation_id)s] %(message)s"}},
     "handlers": {"out": {"class": "logging.StreamHandler", "formatter": "ids"}},
     "root": {"handlers": ["out"], "level": "INFO"},
     "loggers": {"gunicorn.error": {"handlers": ["out"], "level": "INFO", "propagate": False}},
@@ -50,29 +77,50 @@ logconfig_dict = {
 """
 
 
-@pytest.mark.parametrize("worker", ["sync", "gthread"])
-def test_a_close_that_raises_leaves_the_answer_whole_and_fails_after_it(
-    service: Service, worker: str
-) -> None:
-    service.write("app.py", APP)
+def _serve(service: Service, source: str, worker: str = "sync", **env: str) -> str:
+    service.write("app.py", source)
     service.write("logging_conf.py", LOGGING)
     port = free_port()
     service.start("-m", "gunicorn", "-c", "logging_conf.py", "-k", worker, "-w", "1",
-                  "-b", f"127.0.0.1:{port}", "app:app")  # fmt: skip
+                  "-b", f"127.0.0.1:{port}", "app:app", **env)  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     service.wait_http(url + "/metrics")
+    return url
 
+
+def _export_answered_then_failed(service: Service, url: str, name: str) -> None:
+    """``/export`` answered whole, counted without error; what its close raised is logged
+    with the request's ID and is a failed span after the response."""
     answer = requests.get(url + "/export", headers={"X-Correlation-ID": "export-1"}, timeout=10)
 
     assert (answer.status_code, answer.text) == (200, "rows\n")
-    assert served_counts(url, "GET") == {("200", ""): 1}  # answered in full
+    assert served_counts(url, "GET") == {("200", ""): 1}
     assert service.terminate() == 0
     assert "gunicorn.error [export-1] Error handling request" in service.output()
     spans = [s for s in service.spans() if s.correlation_id == "export-1"]
     (request,) = server_spans(spans)
     (after,) = [s for s in spans if s is not request]
-    assert (request.name, request.status) == ("GET", "UNSET")
+    assert (request.name, request.status) == (name, "UNSET")
     assert request.attributes["http.response.status_code"] == 200
-    assert (after.name, after.kind, after.status) == ("GET after response", "INTERNAL", "ERROR")
+    assert (after.name, after.kind, after.status) == (f"{name} after response", "INTERNAL", "ERROR")
     assert after.parent_span_id == request.span_id
     assert after.attributes["error.type"] == "ValueError"
+
+
+@pytest.mark.parametrize("worker", ["sync", "gthread"])
+def test_a_close_that_raises_leaves_the_answer_whole_and_fails_after_it(
+    service: Service, worker: str
+) -> None:
+    url = _serve(service, APP, worker)
+    _export_answered_then_failed(service, url, "GET")
+
+
+@pytest.mark.parametrize("wrapped", ["", "1"], ids=["middleware", "wrapped-too"])
+def test_a_django_request_finished_receiver_that_raises_fails_after_the_response(
+    service: Service, wrapped: str
+) -> None:
+    """Django closes its response (``request_finished``) when the server closes it: a receiver
+    that raises there was recorded nowhere and gunicorn's line showed no ID; with tracekit's
+    WSGI middleware around Django too (wsgi.py), every response was cut."""
+    url = _serve(service, DJANGO_APP, WRAPPED=wrapped)
+    _export_answered_then_failed(service, url, "GET /export")
