@@ -255,6 +255,36 @@ class TransactionAborted(Exception):
     stored it, but no ``read_committed`` consumer will see it."""
 
 
+class Transaction:
+    """The sends of a producer's open transaction (at most ``MOST_AWAITING_DELIVERY``) that no
+    delivery outcome failed: when the producer aborts the transaction, each is marked aborted (a
+    failed ``abort_transaction <topic>`` span under its send). The messages the abort fails
+    itself (confluent-kafka purges them, kafka-python fails their futures) fail their own sends
+    before the abort returns, and are forgotten then."""
+
+    __slots__ = ("_sent",)
+
+    def __init__(self) -> None:
+        self._sent: dict[messaging.Publishing, None] = {}
+
+    def add(self, publishing: messaging.Publishing) -> None:
+        if len(self._sent) < MOST_AWAITING_DELIVERY:
+            self._sent[publishing] = None
+
+    def forget(self, publishing: messaging.Publishing) -> None:
+        """Its delivery failed (or was never made): its span says so already."""
+        self._sent.pop(publishing, None)
+
+    def aborted(self, awaiting: SpansAwaitingDelivery) -> None:
+        """The producer aborted the transaction: each message not failed already is marked
+        (and ``awaiting`` no longer ends its span: an outcome reported later changes nothing)."""
+        error = TransactionAborted("the producer aborted the transaction this message was sent in")
+        for publishing in list(self._sent):
+            awaiting.discard(publishing)
+            publishing.fail_after_end(error, ABORT_TRANSACTION)
+        self._sent.clear()
+
+
 def _fits(
     args: tuple[Any, ...],
     kwargs: dict[str, Any],

@@ -233,7 +233,7 @@ def _traced_producer_class(base: type) -> type:
             result = super().abort_transaction(*args, **kwargs)
             transaction, self._tracekit_transaction = self._tracekit_transaction, None
             if transaction is not None:
-                transaction.aborted()
+                transaction.aborted(_awaiting_reports)
             return result
 
         def produce_batch(self, *args: Any, **kwargs: Any) -> Any:
@@ -251,16 +251,10 @@ def _traced_producer_class(base: type) -> type:
     return Producer
 
 
-class _Transaction:
-    """The sends of a producer's open transaction (at most ``MOST_AWAITING_DELIVERY``) that no
-    delivery report failed: when the producer aborts the transaction, each is marked aborted (a
-    failed ``abort_transaction <topic>`` span under its send, recorded by then). The messages
-    the abort purges fail by their own reports, which ``abort_transaction`` serves first."""
+class _Transaction(_kafka.Transaction):
+    """A transaction's sends followed through their delivery reports (``_kafka.Transaction``)."""
 
-    __slots__ = ("_sent",)
-
-    def __init__(self) -> None:
-        self._sent: dict[messaging.Publishing, None] = {}
+    __slots__ = ()
 
     def settling(
         self,
@@ -274,15 +268,14 @@ class _Transaction:
         slot, callback = _delivery_callback(args, kwargs)
         if callback is not None and not callable(callback):
             return settle(publishing, produce, args, kwargs)  # refused, as without tracekit
-        if len(self._sent) < _kafka.MOST_AWAITING_DELIVERY:
-            self._sent[publishing] = None
+        self.add(publishing)
         args, kwargs = _with_callback(
             args, kwargs, slot, self._forgetting_failed(publishing, callback)
         )
         try:
             return settle(publishing, produce, args, kwargs)
         except BaseException:
-            self._sent.pop(publishing, None)  # produce() refused it: its span is failed
+            self.forget(publishing)  # produce() refused it: its span is failed
             raise
 
     def _forgetting_failed(
@@ -290,20 +283,10 @@ class _Transaction:
     ) -> Callable[[Any, Any], Any]:
         def report(error: Any, message: Any) -> Any:
             if error is not None:
-                self._sent.pop(publishing, None)
+                self.forget(publishing)
             return callback(error, message) if callback is not None else None
 
         return report
-
-    def aborted(self) -> None:
-        """The producer aborted the transaction: each message not failed already is marked."""
-        error = _kafka.TransactionAborted(
-            "the producer aborted the transaction this message was sent in"
-        )
-        for publishing in list(self._sent):
-            _awaiting_reports.discard(publishing)  # (a report not served yet ends it no more)
-            publishing.fail_after_end(error, _kafka.ABORT_TRANSACTION)
-        self._sent.clear()
 
 
 def _traced_wrapper_class(traced: type, wrapper: type) -> type:

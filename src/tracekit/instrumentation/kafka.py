@@ -11,6 +11,11 @@
   serializer, whose bytes are known only inside ``send``, after ``send`` refused it once).
   Callbacks added to that future run in the context they were added in, not in the sender
   thread's empty one.
+- A transactional producer's records are followed from ``begin_transaction`` to its commit or
+  abort, as confluent-kafka's are: when ``abort_transaction`` returns, each send whose future did
+  not fail (the broker may have stored it, but ``read_committed`` consumers never see it) gets a
+  failed ``abort_transaction {topic}`` span under it (``_kafka.Transaction``). Records the abort
+  caught still in the buffer fail their own sends (``TransactionAbortedError``).
 - Iterating a ``KafkaConsumer`` yields one record at a time: its CONSUMER span is a child of the
   producer's span and opens when the record is returned, so the loop body runs inside it.
 - ``poll()`` returns a batch: one record gets the same single-message span, several get one span
@@ -28,6 +33,7 @@ from __future__ import annotations
 
 import contextvars
 import functools
+import weakref
 from collections.abc import Callable, Sequence
 from contextvars import ContextVar
 from types import ModuleType
@@ -35,7 +41,7 @@ from typing import Any
 
 from tracekit import messaging, semconv
 from tracekit._messaging import headers as _message_headers
-from tracekit._runtime.guard import report_once
+from tracekit._runtime.guard import guarded, report_once
 from tracekit.instrumentation import _kafka
 from tracekit.instrumentation._base import Instrumentor
 from tracekit.instrumentation._kafka import SYSTEM, destination_of
@@ -45,6 +51,8 @@ _PARTITION_POSITION = 4
 
 _held = messaging.HeldDeliveries()
 _awaiting_futures = _kafka.SpansAwaitingDelivery()
+# Each transactional producer's open transaction (kafka-python 2.0 has no transactions).
+_transactions: weakref.WeakKeyDictionary[Any, _kafka.Transaction] = weakref.WeakKeyDictionary()
 # Set while kafka-python fetches for us: its iterator calls poll() internally.
 _fetching: ContextVar[bool] = ContextVar("tracekit_kafka_fetching", default=False)
 
@@ -72,6 +80,10 @@ class KafkaInstrumentor(Instrumentor):
 
     def patch(self, module: ModuleType) -> None:
         self.wrap(module.KafkaProducer, "send", _traced_send)
+        if "abort_transaction" in vars(module.KafkaProducer):
+            self.wrap(module.KafkaProducer, "begin_transaction", _transaction_begun)
+            self.wrap(module.KafkaProducer, "commit_transaction", _transaction_committed)
+            self.wrap(module.KafkaProducer, "abort_transaction", _transaction_aborted)
         consumer = module.KafkaConsumer
         self.wrap(consumer, "__next__", _traced_next)
         self.wrap(consumer, "poll", _traced_poll)
@@ -99,16 +111,56 @@ def _traced_send(
     send = wrapped if limit is not None else _bare_when_too_large(wrapped, args, kwargs)
     config = getattr(instance, "config", None)
     serializes_values = isinstance(config, dict) and bool(config.get("value_serializer"))
+    settle = functools.partial(_settled_by_future, _transaction_of(instance))
     return _kafka.traced_send(
-        send,
-        args,
-        kwargs,
-        position,
-        _PARTITION_POSITION,
-        limit,
-        _settled_by_future,
-        not serializes_values,
+        send, args, kwargs, position, _PARTITION_POSITION, limit, settle, not serializes_values
     )
+
+
+def _transaction_begun(
+    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    result = wrapped(*args, **kwargs)
+    _follow_transaction(instance)
+    return result
+
+
+def _transaction_committed(
+    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    result = wrapped(*args, **kwargs)  # (one that failed is still open: abort comes next)
+    _end_transaction(instance, aborted=False)
+    return result
+
+
+def _transaction_aborted(
+    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    result = wrapped(*args, **kwargs)
+    _end_transaction(instance, aborted=True)
+    return result
+
+
+# Guarded: a producer class of the application's that cannot be a weak key (one defining
+# __eq__ without __hash__) sends and runs its transactions as without tracekit, unfollowed.
+_NOT_FOLLOWED: _kafka.Transaction | None = None
+
+
+@guarded(_NOT_FOLLOWED)
+def _transaction_of(producer: Any) -> _kafka.Transaction | None:
+    return _transactions.get(producer)
+
+
+@guarded(None)
+def _follow_transaction(producer: Any) -> None:
+    _transactions[producer] = _kafka.Transaction()
+
+
+@guarded(None)
+def _end_transaction(producer: Any, aborted: bool) -> None:
+    transaction = _transactions.pop(producer, None)
+    if aborted and transaction is not None:
+        transaction.aborted(_awaiting_futures)
 
 
 def _bare_when_too_large(
@@ -150,24 +202,36 @@ def _sent_bare(send: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str
 
 
 def _settled_by_future(
+    transaction: _kafka.Transaction | None,
     publishing: messaging.Publishing,
     send: Callable[..., Any],
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
 ) -> Any:
     """``send``, whose future (resolved by the sender thread) ends the span: failed with the
-    error the record failed with (expired in the buffer, refused by the broker)."""
+    error the record failed with (expired in the buffer, refused by the broker, caught by an
+    abort). A record of a ``transaction`` is noted in it until its future fails."""
     future = send(*args, **kwargs)
     _awaiting_futures.add(publishing)
+    if transaction is not None:
+        transaction.add(publishing)
     try:
         future.add_callback(functools.partial(_delivered, publishing))
-        future.add_errback(lambda error: _awaiting_futures.settle(publishing, error))
+        future.add_errback(functools.partial(_failed, transaction, publishing))
     except Exception as error:  # not the future kafka-python returns: the span ends here
         _awaiting_futures.discard(publishing)
         report_once("kafka-python delivery", error)
         return future
     publishing.settle_later()
     return future
+
+
+def _failed(
+    transaction: _kafka.Transaction | None, publishing: messaging.Publishing, error: Any
+) -> None:
+    if transaction is not None:
+        transaction.forget(publishing)
+    _awaiting_futures.settle(publishing, error)
 
 
 def _delivered(publishing: messaging.Publishing, metadata: Any) -> None:
