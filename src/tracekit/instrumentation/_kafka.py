@@ -107,13 +107,15 @@ def _record_attributes(
 
 
 def key_text(key: object) -> str | None:
-    """A record key as a span gives it (``messaging.kafka.message.key``): text as it is, bytes
-    that are UTF-8 text without control characters decoded, either cut to ``MAX_KEY``
-    characters. None for any other key (binary, or an object a serializer makes bytes of): the
-    conventions want no value for a key without an unambiguous text form, and tracekit never
-    calls an application's ``__str__``."""
+    """A record key as a span gives it (``messaging.kafka.message.key``): text, or bytes that
+    are UTF-8 text decoded, cut to ``MAX_KEY`` characters, either without control characters.
+    None for any other key (binary, or an object a serializer makes bytes of): the conventions
+    want no value for a key without an unambiguous text form, and tracekit never calls an
+    application's ``__str__``. A text key is held to the bytes' rule too: its consumer gets it
+    as bytes, and both spans of a record carry its key or neither does."""
     if type(key) is str:
-        return key[:MAX_KEY]
+        text = key[:MAX_KEY]
+        return None if _CONTROL_CHARACTER.search(text) else text
     if type(key) is not bytes:
         return None
     head = key[: MAX_KEY * 4]  # (a character is at most 4 bytes in UTF-8)
