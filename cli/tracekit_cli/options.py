@@ -283,22 +283,43 @@ def reason(error: BaseException) -> str:
     return str(error)
 
 
+# Characters that str.isprintable() takes but a terminal draws as nothing (Unicode's default
+# ignorable code points that are letters or marks): the combining grapheme joiner, Hangul
+# fillers, Khmer's inherent vowels, Mongolian and other variation selectors.
+DRAWS_NOTHING = re.compile(
+    "[\u034f\u115f\u1160\u17b4\u17b5\u180b-\u180f\u3164\ufe00-\ufe0f\uffa0\U000e0100-\U000e01ef]"
+)
+# what a name shows in place of a character that draws nothing or that a terminal acts on
+NAME_MARK = "\ufffd"
+
+
 def one_line(text: str, limit: int = 300) -> str:
-    """``text`` without control characters or line breaks, at most ``limit`` characters."""
-    if len(text) <= limit and text.isprintable() and "  " not in text and text == text.strip():
-        return text  # the common case, checked in C: 10,000-span views stay fast
-    cleaned = "".join(ch if ch.isprintable() else " " for ch in text)
-    cleaned = " ".join(cleaned.split())
-    return cleaned if len(cleaned) <= limit else cleaned[: limit - 1] + "…"
+    """A name (of a service, a span, a queue) on one line, at most ``limit`` characters: its
+    runs of white space one space, and each character a terminal would act on or draw as
+    nothing shown as U+FFFD, so that "orders" followed by a zero-width space or a bell cannot
+    pass for "orders"."""
+    return _flattened(text, limit, NAME_MARK)
 
 
 def message_line(text: str, limit: int = 300) -> str:
-    """Free text as ``one_line`` shows it (a log record's body, a span's error message, an
-    exception's or a server's words in an error line), without the terminal sequences in it:
-    with only their escape character blanked, a logger's colour codes read ``[35m[1mGET /``
-    (werkzeug's access lines) and a screen clear ``[2J``. Names keep them blanked, so a name
-    cannot pass for another."""
-    return one_line(without_terminal_sequences(text), limit)
+    """Free text (a log record's body, a span's error message, an exception's or a server's
+    words in an error line) on one line, without the terminal sequences in it: with only their
+    escape character blanked, a logger's colour codes read ``[35m[1mGET /`` (werkzeug's access
+    lines) and a screen clear ``[2J``. Other characters a terminal acts on are blanked."""
+    return _flattened(without_terminal_sequences(text), limit, " ")
+
+
+def _flattened(text: str, limit: int, mark: str) -> str:
+    """``text`` with each character not drawn as ``mark``, its white space collapsed."""
+    if (
+        len(text) <= limit and text.isprintable() and "  " not in text and text == text.strip()
+        and (text.isascii() or not DRAWS_NOTHING.search(text))
+    ):  # fmt: skip
+        return text  # the common case, checked in C: 10,000-span views stay fast
+    shown = DRAWS_NOTHING.sub(mark, text)
+    shown = "".join(ch if ch.isprintable() or ch.isspace() else mark for ch in shown)
+    shown = " ".join(shown.split())
+    return shown if len(shown) <= limit else shown[: limit - 1] + "…"
 
 
 def shown_path(path: Path) -> str:

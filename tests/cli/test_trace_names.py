@@ -120,5 +120,5 @@ def test_celery_hops_are_named_by_the_task_they_ran(tmp_path: Path, fmt: str, ar
     hops = [line for line in result.stdout.splitlines() if f"shop {arrow} worker  " in line]
     assert [line.split("  ")[2] for line in hops] == [
         "celery celery (shop.charge)",
-        "celery celery (shop.ship [31m now)",
+        "celery celery (shop.ship\ufffd[31m now)",
     ]
