@@ -18,6 +18,7 @@ import click
 
 from tracekit.records import finite_json
 from tracekit_cli.options import (
+    DRAWS_NOTHING,
     EXIT_ERROR,
     fail,
     no_color,
@@ -29,8 +30,9 @@ from tracekit_cli.options import (
 # json escapes C0 controls only. Every other character that is not printable is escaped too:
 # those a terminal may act on (C1 such as CSI and OSC, DEL), bidirectional overrides, line
 # separators, and invisible ones ("ord\u200bers" reads as "orders"; tag characters can carry
-# hidden text). They can only stand inside JSON strings, where the \uXXXX form decodes to the
-# same text; printable non-ASCII text stays as it is.
+# hidden text), and the letters and marks Python calls printable that draw nothing (a Hangul
+# filler, a variation selector). They can only stand inside JSON strings, where the \uXXXX
+# form decodes to the same text; printable non-ASCII text stays as it is.
 _JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')  # escapes and all
 
 
@@ -38,10 +40,15 @@ def _escaped(match: re.Match[str]) -> str:
     """A JSON string of the document with those characters escaped. Looked at whole, as only
     strings can hold them: a call per character not printable ASCII made ``--format json`` of
     2,000 spans with CJK names hold 2 GB for 10 s (a piece per character)."""
-    string = match.group()
+    string = DRAWS_NOTHING.sub(_escaped_match, match.group())
     if string.isprintable():  # checked in C: nearly every string
         return string
     return "".join(char if char.isprintable() else _json_escape(char) for char in string)
+
+
+def _escaped_match(match: re.Match[str]) -> str:
+    """The character ``match`` found, as ``_json_escape`` writes it."""
+    return _json_escape(match.group())
 
 
 def _json_escape(char: str) -> str:
@@ -145,7 +152,7 @@ def _escaped_nonprintable(text: str) -> str:
     strings can hold one: outside them the encoder writes ASCII, newlines and spaces. So a piece
     printable once its newlines are dropped, nearly every one, is looked at in one call in C
     (a call per string made nearly a second of a 20,000-span path's 5.6 s)."""
-    if text.replace("\n", "").isprintable():
+    if text.replace("\n", "").isprintable() and (text.isascii() or not DRAWS_NOTHING.search(text)):
         return text
     return _JSON_STRING.sub(_escaped, text)
 
@@ -168,7 +175,7 @@ def _escaped_unencodable(text: str, encoding: str | None) -> str:
     read_back_otherwise = _read_back_otherwise(encoding)
     if read_back_otherwise is None:
         return written
-    text = read_back_otherwise.sub(lambda match: _json_escape(match.group()), text)
+    text = read_back_otherwise.sub(_escaped_match, text)
     return text.encode(encoding, _JSON_ESCAPES).decode(encoding)
 
 

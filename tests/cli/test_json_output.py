@@ -29,6 +29,9 @@ SINCE = "2023-11-14T22:00:00+00:00"
 HOSTILE = "\x7f\x80\x9b31m\x9d0;title\x07\x9f\u200e\u200f\u202a\u202e\u2066\u2069\u2028\u2029"
 # Invisible: "ord\u200bers" reads as "orders"; tag characters can carry hidden ASCII text.
 INVISIBLE = "\u200b\u2060\ufeff\u00ad\U000e0041\U000e0042"
+# printable to Python, drawn as nothing: Hangul fillers, variation selectors, the combining
+# grapheme joiner
+DRAWING_NOTHING = ["\u3164", "\ufe0f", "\u034f", "\U000e0100", "\uffa0"]
 UNSAFE = (
     {chr(c) for c in range(0x7F, 0xA0)}
     | set("\u200e\u200f\u2028\u2029")
@@ -85,6 +88,33 @@ def test_json_escapes_what_a_terminal_could_act_on(
     assert any(HOSTILE in text for text in decoded)
     assert any(INVISIBLE in text for text in decoded) is names_services
     assert "\\u00e9" not in out and "\\u65e5" not in out
+
+
+def test_json_escapes_the_letters_and_marks_that_draw_nothing(tmp_path: Path) -> None:
+    """A Hangul filler, a variation selector, the combining grapheme joiner: printable to
+    Python, nothing on a terminal, so "orders\u3164" left raw read "orders" in a script's
+    output (``jq -r .services[]``). They are escaped as the invisible format characters are;
+    a Japanese name and an emoji keep their text."""
+    t = Topology("req-fillers")
+    root = t.span("gateway", "GET /❤", "SERVER", 0, 100)
+    for number, tail in enumerate(DRAWING_NOTHING):
+        t.http(root, f"orders{tail}", f"/stock/{number}", 10, 90)
+    t.http(root, "注文", "/注文", 10, 90)
+    path = tmp_path / "fillers.db"
+    with Store(path) as s:
+        s.write_spans(t.spans)
+    args = ["trace", "req-fillers", "--store", str(path), "--format", "json"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert (
+        result.stdout.isascii() is False and "注文" in result.stdout and "\u2764" in result.stdout
+    )
+    document = json.loads(result.stdout)
+    assert sorted(document["services"]) == sorted(
+        ["gateway", "注文", *(f"orders{t}" for t in DRAWING_NOTHING)]
+    )
+    for escaped in ["\\u3164", "\\ufe0f", "\\u034f", "\\udb40\\udd00", "\\uffa0"]:
+        assert f'"orders{escaped}"' in result.stdout
 
 
 @pytest.mark.parametrize("encoding", ["utf-8", "ascii"])
