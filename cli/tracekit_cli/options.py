@@ -289,6 +289,11 @@ def reason(error: BaseException) -> str:
 DRAWS_NOTHING = re.compile(
     "[\u034f\u115f\u1160\u17b4\u17b5\u180b-\u180f\u3164\ufe00-\ufe0f\uffa0\U000e0100-\U000e01ef]"
 )
+# Combining marks past a letter's second (the diacritical blocks "Zalgo" text piles up): a
+# terminal stacks them above and below the row, over the rows around it. Two are kept:
+# Vietnamese stacks two on a letter.
+_DIACRITICS = "\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f"
+STACKED_MARKS = re.compile(f"(?<=[{_DIACRITICS}]{{2}})[{_DIACRITICS}]+")
 # what a name shows in place of a character that draws nothing or that a terminal acts on
 NAME_MARK = "\ufffd"
 
@@ -297,26 +302,28 @@ def one_line(text: str, limit: int = 300) -> str:
     """A name (of a service, a span, a queue) on one line, at most ``limit`` characters: its
     runs of white space one space, and each character a terminal would act on or draw as
     nothing shown as U+FFFD, so that "orders" followed by a zero-width space or a bell cannot
-    pass for "orders"."""
-    return _flattened(text, limit, NAME_MARK)
+    pass for "orders"; a letter's combining marks past its second are one U+FFFD."""
+    return _flattened(text, limit, NAME_MARK, NAME_MARK)
 
 
 def message_line(text: str, limit: int = 300) -> str:
     """Free text (a log record's body, a span's error message, an exception's or a server's
     words in an error line) on one line, without the terminal sequences in it: with only their
     escape character blanked, a logger's colour codes read ``[35m[1mGET /`` (werkzeug's access
-    lines) and a screen clear ``[2J``. Other characters a terminal acts on are blanked."""
-    return _flattened(without_terminal_sequences(text), limit, " ")
+    lines) and a screen clear ``[2J``. Other characters a terminal acts on are blanked, and a
+    letter's combining marks past its second left out."""
+    return _flattened(without_terminal_sequences(text), limit, " ", "")
 
 
-def _flattened(text: str, limit: int, mark: str) -> str:
-    """``text`` with each character not drawn as ``mark``, its white space collapsed."""
+def _flattened(text: str, limit: int, mark: str, stacked: str) -> str:
+    """``text`` with each character not drawn as ``mark``, a letter's marks past its second
+    as ``stacked``, its white space collapsed."""
     if (
         len(text) <= limit and text.isprintable() and "  " not in text and text == text.strip()
-        and (text.isascii() or not DRAWS_NOTHING.search(text))
+        and (text.isascii() or not (DRAWS_NOTHING.search(text) or STACKED_MARKS.search(text)))
     ):  # fmt: skip
         return text  # the common case, checked in C: 10,000-span views stay fast
-    shown = DRAWS_NOTHING.sub(mark, text)
+    shown = DRAWS_NOTHING.sub(mark, STACKED_MARKS.sub(stacked, text))
     shown = "".join(ch if ch.isprintable() or ch.isspace() else mark for ch in shown)
     shown = " ".join(shown.split())
     return shown if len(shown) <= limit else shown[: limit - 1] + "…"

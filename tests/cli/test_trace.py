@@ -326,6 +326,22 @@ def test_hostile_span_names_cannot_reach_the_terminal(tmp_path: Path) -> None:
         assert "boom red" in out and "[31m" not in out
 
 
+def test_stacked_combining_marks_are_cut_to_two_per_letter(tmp_path: Path) -> None:
+    """A name or a log line of one letter under 60 accents ("Zalgo" text) was printed whole:
+    a terminal stacks them above and below the row, over the rows around it. Each letter now
+    keeps two marks (Vietnamese stacks two: "Việt" decomposed), a name a mark where the rest
+    were, a message nothing."""
+    t = Topology("req-stacked")
+    server = t.span("shop", "GET /Z" + "\u0301" * 60, "SERVER", 0, 5)
+    t.log(server, 1, "ok" + "\u0336" * 60 + " Vie\u0323\u0302t")
+    db = write_store(tmp_path / "stacked.db", t)
+    for fmt in ("text", "rich"):
+        _, out, _ = run("trace", "req-stacked", "--store", str(db), "--format", fmt,
+                        env={"NO_COLOR": "1", "COLUMNS": "200"})  # fmt: skip
+        assert "GET /Z\u0301\u0301\ufffd" in out and "ok\u0336\u0336 Vie\u0323\u0302t" in out
+        assert not re.search("[\u0300-\u036f]{3}", out)
+
+
 def test_a_log_line_coloured_by_its_logger_reads_without_the_colour_codes(
     tmp_path: Path,
 ) -> None:
