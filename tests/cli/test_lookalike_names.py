@@ -6,7 +6,6 @@ store through the real OTLP/HTTP receiver, as a service anywhere can send them."
 
 from __future__ import annotations
 
-import http.client
 import json
 import time
 from pathlib import Path
@@ -14,9 +13,8 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from received import received_store
 
-from tracekit.receiver import Receiver, ReceiverConfig
-from tracekit.store import Store
 from tracekit_cli.main import cli
 
 NOW = time.time_ns()
@@ -60,18 +58,7 @@ def request() -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("lookalike") / "tracekit.db"
-    receiver = Receiver(Store(path), ReceiverConfig(port=0))
-    receiver.start()
-    try:
-        connection = http.client.HTTPConnection(*receiver.address, timeout=30)
-        body = json.dumps(request())
-        connection.request("POST", "/v1/traces", body, {"Content-Type": "application/json"})
-        assert connection.getresponse().status == 200
-        connection.close()
-    finally:
-        receiver.stop()
-    return path
+    return received_store(tmp_path_factory.mktemp("lookalike") / "tracekit.db", [request()])
 
 
 def shown(store: Path, *args: str, fmt: str = "text") -> str:

@@ -5,7 +5,6 @@ store through the real OTLP/HTTP receiver, as another language's SDK sends them.
 
 from __future__ import annotations
 
-import http.client
 import json
 import time
 from pathlib import Path
@@ -13,9 +12,8 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from received import received_store
 
-from tracekit.receiver import Receiver, ReceiverConfig
-from tracekit.store import Store
 from tracekit_cli.main import cli
 
 NOW = time.time_ns()
@@ -60,18 +58,7 @@ def request(number: int) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("spaced") / "tracekit.db"
-    receiver = Receiver(Store(path), ReceiverConfig(port=0))
-    receiver.start()
-    try:
-        for number in range(2 * PER_VERSION):
-            connection = http.client.HTTPConnection(*receiver.address, timeout=30)
-            body = json.dumps(request(number))
-            connection.request("POST", "/v1/traces", body, {"Content-Type": "application/json"})
-            assert connection.getresponse().status == 200
-            connection.close()
-    finally:
-        receiver.stop()
-    return path
+    return received_store(path, (request(number) for number in range(2 * PER_VERSION)))
 
 
 def run(store: Path, *args: str) -> tuple[int, Any]:
