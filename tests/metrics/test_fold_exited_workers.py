@@ -458,3 +458,30 @@ def test_another_users_files_in_a_shared_directory_hide_no_others(tmp_path: Path
     ]
     assert totals == [3, 3]
     assert not list(tmp_path.glob("*.folding"))
+
+
+@pytest.mark.parametrize("planted", ["counter_folded.db.new", "tracekit-fold.journal.new"])
+def test_a_link_planted_as_a_folds_new_file_is_not_written_through(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, planted: str
+) -> None:
+    """In a directory others may write, a symlink named as a file the fold writes, made after
+    the fold removed what its last run left (a loop of ``ln -s`` won that race in 9 folds of
+    20): the fold wrote its 64 KiB or its journal through it, over the file it pointed to. It
+    now makes those files new, refusing anything there: that fold is said once and skipped,
+    every file given back, and the scrape counts every request."""
+    directory = tmp_path / "multiproc"
+    directory.mkdir()
+    outside = tmp_path / "precious"
+    outside.write_bytes(b"kept")
+    _exit_workers(directory, [1, 2], ())
+    listed = fold._foldable_files
+
+    def listed_then_planted(*args: object) -> dict[str, list[str]]:
+        found = listed(*args)  # type: ignore[arg-type]
+        (directory / planted).symlink_to(outside)
+        return found
+
+    monkeypatch.setattr(fold, "_foldable_files", listed_then_planted)
+    assert _scrape(directory, monkeypatch)[("served_total", ROUTE)] == 3
+    assert outside.read_bytes() == b"kept"
+    assert not list(directory.glob("*.folding"))

@@ -33,6 +33,7 @@ import re
 import struct
 import threading
 from collections.abc import Callable, Iterable, Iterator
+from typing import IO, Any
 
 from prometheus_client import mmap_dict
 from prometheus_client.mmap_dict import MmapedDict
@@ -214,8 +215,12 @@ def _fold(directory: str, foldable: Callable[[int, str], bool]) -> None:
     if taken is None:
         return  # (the new folded files are removed by the next fold, first thing)
     journal = os.path.join(directory, _JOURNAL)
-    with open(journal + _NEW, "w") as out:
-        json.dump({"replace": replace, "remove": taken}, out)
+    try:
+        with _created(journal + _NEW, "w") as out:
+            json.dump({"replace": replace, "remove": taken}, out)
+    except OSError:
+        _give_back(directory, taken)
+        raise
     os.replace(journal + _NEW, journal)  # the commit
     _carry_out(directory, replace, taken)
 
@@ -354,8 +359,17 @@ def _reserve(path: str, keys: Iterable[str]) -> None:
     size = 64 * 1024
     while size < needed:
         size *= 2
-    with open(path, "wb") as out:
+    with _created(path, "wb") as out:
         out.write(bytes(size))
+
+
+def _created(path: str, mode: str) -> IO[Any]:
+    """The file ``path``, made new for writing (``FileExistsError`` if anything is there, a
+    symlink too). The directory may be one others write: a link named as a file the fold
+    writes, made after the fold removed what its last run left, would have it write over the
+    file the link points to."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+    return os.fdopen(os.open(path, flags, 0o666), mode)
 
 
 def _added(
