@@ -485,3 +485,19 @@ def test_a_link_planted_as_a_folds_new_file_is_not_written_through(
     assert _scrape(directory, monkeypatch)[("served_total", ROUTE)] == 3
     assert outside.read_bytes() == b"kept"
     assert not list(directory.glob("*.folding"))
+
+
+def test_a_link_planted_as_the_lock_file_creates_no_file_where_it_points(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``tracekit-fold.lock`` a symlink to a path with no file: the scrape created an empty file
+    there, as whoever scraped (root: ``/etc/nologin`` would stop every login). The link is
+    refused, said once; the scrape reads without the lock and counts every request."""
+    directory = tmp_path / "multiproc"
+    directory.mkdir()
+    pointed_at = tmp_path / "nologin"
+    (directory / LOCK_FILE).symlink_to(pointed_at)
+    _exit_workers(directory, [1, 2], ())
+
+    assert _scrape(directory, monkeypatch)[("served_total", ROUTE)] == 3
+    assert not pointed_at.exists()

@@ -171,10 +171,12 @@ def _of_exited_process(pid: int, _path: str) -> bool:
 def _lock_file(directory: str) -> Iterator[int | None]:
     """The directory's lock file, open for the block (None, said once, where it cannot be)."""
     try:
-        # (read-only: flock needs no more, and another user's lock file can still be opened)
+        # (read-only: flock needs no more, and another user's lock file can still be opened;
+        # not through a symlink, which would create a file wherever it points)
         path = os.path.join(directory, LOCK_FILE)
+        flags = os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
         with _holding:
-            lock = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o666)
+            lock = os.open(path, flags, 0o666)
             _held.add(lock)
     except OSError as error:
         report_once(f"locking {LOCK_FILE}", error)
