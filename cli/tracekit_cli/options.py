@@ -285,9 +285,12 @@ def reason(error: BaseException) -> str:
 
 # Characters that str.isprintable() takes but a terminal draws as nothing (Unicode's default
 # ignorable code points that are letters or marks): the combining grapheme joiner, Hangul
-# fillers, Khmer's inherent vowels, Mongolian and other variation selectors.
+# fillers, Khmer's inherent vowels, Mongolian variation selectors, and the other variation
+# selectors where they follow ASCII or nothing: after another character they choose how it
+# is drawn (an emoji's picture, "\u2764\ufe0f"; an ideograph's variant) and stay.
 DRAWS_NOTHING = re.compile(
-    "[\u034f\u115f\u1160\u17b4\u17b5\u180b-\u180f\u3164\ufe00-\ufe0f\uffa0\U000e0100-\U000e01ef]"
+    "[\u034f\u115f\u1160\u17b4\u17b5\u180b-\u180f\u3164\uffa0]"
+    "|(?<![^\x00-\x7f])[\ufe00-\ufe0f\U000e0100-\U000e01ef]"
 )
 # Combining marks past a letter's second (the diacritical blocks "Zalgo" text piles up): a
 # terminal stacks them above and below the row, over the rows around it. Two are kept:

@@ -94,12 +94,14 @@ def test_json_escapes_the_letters_and_marks_that_draw_nothing(tmp_path: Path) ->
     """A Hangul filler, a variation selector, the combining grapheme joiner: printable to
     Python, nothing on a terminal, so "orders\u3164" left raw read "orders" in a script's
     output (``jq -r .services[]``). They are escaped as the invisible format characters are;
-    a Japanese name and an emoji keep their text."""
+    a Japanese name and an emoji keep their text, an emoji's variation selector (its picture)
+    too."""
     t = Topology("req-fillers")
     root = t.span("gateway", "GET /❤", "SERVER", 0, 100)
     for number, tail in enumerate(DRAWING_NOTHING):
         t.http(root, f"orders{tail}", f"/stock/{number}", 10, 90)
     t.http(root, "注文", "/注文", 10, 90)
+    t.http(root, "likes\u2764\ufe0f", "/likes", 10, 90)  # an emoji's picture: drawn, kept
     path = tmp_path / "fillers.db"
     with Store(path) as s:
         s.write_spans(t.spans)
@@ -111,8 +113,9 @@ def test_json_escapes_the_letters_and_marks_that_draw_nothing(tmp_path: Path) ->
     )
     document = json.loads(result.stdout)
     assert sorted(document["services"]) == sorted(
-        ["gateway", "注文", *(f"orders{t}" for t in DRAWING_NOTHING)]
+        ["gateway", "注文", "likes\u2764\ufe0f", *(f"orders{t}" for t in DRAWING_NOTHING)]
     )
+    assert '"likes\u2764\ufe0f"' in result.stdout
     for escaped in ["\\u3164", "\\ufe0f", "\\u034f", "\\udb40\\udd00", "\\uffa0"]:
         assert f'"orders{escaped}"' in result.stdout
 
