@@ -70,6 +70,14 @@ def doomed_once(self):
         with open("doomed_once.pid", "w") as pid:
             pid.write(str(os.getpid()))
         time.sleep(30)
+
+
+@app.task(name="prefork.doomed_requeued", bind=True, acks_late=True, reject_on_worker_lost=True)
+def doomed_requeued(self):
+    if not self.request.delivery_info.get("redelivered"):
+        with open("doomed_requeued.pid", "w") as pid:
+            pid.write(str(os.getpid()))
+        time.sleep(30)
 """
 
 BIN = Path(sys.executable).parent
@@ -234,26 +242,34 @@ def test_a_task_retried_after_its_child_was_killed_shows_the_killed_attempt(
     showed only the retry's run, as if the task had run once and succeeded."""
     cid, task_id = _killed_while_running("doomed_once", redis_url, tmp_path)
 
-    def both_runs() -> list[dict[str, Any]]:
-        path = _path(store, cid)
-        runs = [s for s in path["spans"] if s["kind"] == "CONSUMER"] if path else []
-        return runs if len(runs) == 2 else []
-
-    runs = wait_for(both_runs, 30, "the killed run and its retry")
+    runs = _both_runs(store, cid, "the killed run and its retry")
     killed, retried = sorted(runs, key=lambda s: s["attributes"].get("tracekit.retry_count", 0))
     assert killed["name"] == retried["name"] == "process prefork"
-    assert killed["attributes"]["messaging.message.id"] == task_id
-    assert killed["attributes"]["correlation.id"] == cid
-    assert killed["attributes"]["tracekit.celery.task_state"] == "RETRY"
-    assert killed["status"] == "ERROR"
-    assert killed["attributes"]["error.type"] == "WorkerLostError"
-    assert killed["status_message"].startswith(
-        "WorkerLostError: Worker exited prematurely: signal 9 (SIGKILL)"
-    )
+    _assert_killed(killed, task_id, cid, "RETRY")
     assert retried["attributes"]["messaging.message.id"] == task_id
     assert retried["attributes"]["tracekit.retry_count"] == 1
     assert retried["attributes"]["tracekit.celery.task_state"] == "SUCCESS"
     assert retried["status"] == "UNSET"
+
+
+def test_a_requeued_task_whose_child_was_killed_shows_the_killed_run(
+    store: Path, redis_url: str, tmp_path: Path
+) -> None:
+    """With ``acks_late`` and ``reject_on_worker_lost`` the worker's main process gives the
+    message of a task whose child was killed back to the broker and sends no signal: the path
+    showed the redelivered run alone, which succeeded, and no error."""
+    sent_in = "00-" + uuid.uuid4().hex + "-" + uuid.uuid4().hex[:16] + "-01"  # a caller's span
+    cid, task_id = _killed_while_running("doomed_requeued", redis_url, tmp_path, sent_in)
+
+    runs = _both_runs(store, cid, "the killed run and its redelivery")
+    killed, redelivered = sorted(runs, key=lambda s: s["start_unix_nano"])
+    assert killed["name"] == redelivered["name"] == "process prefork"
+    _assert_killed(killed, task_id, cid, "REJECTED")
+    assert redelivered["attributes"]["messaging.message.id"] == task_id
+    assert redelivered["attributes"]["tracekit.messaging.redelivered"] is True
+    assert redelivered["attributes"]["tracekit.celery.task_state"] == "SUCCESS"
+    assert redelivered["status"] == "UNSET"
+    assert killed["trace_id"] == redelivered["trace_id"] == sent_in.split("-")[1]
 
 
 def test_a_task_that_exits_its_child_is_one_failed_span(store: Path, redis_url: str) -> None:
@@ -287,13 +303,41 @@ def _run_of(store: Path, cid: str) -> tuple[dict[str, Any], dict[str, Any]]:
     return path, consumer
 
 
-def _killed_while_running(task: str, redis_url: str, tmp_path: Path) -> tuple[str, str]:
-    """Send ``prefork.<task>`` with a correlation ID of its own, and SIGKILL the child running it
-    once it has written its pid (as the OOM killer would); returns the ID and the task's id."""
+def _both_runs(store: Path, cid: str, what: str) -> list[dict[str, Any]]:
+    """The two CONSUMER spans of ``cid``'s path, once both are stored."""
+
+    def both_runs() -> list[dict[str, Any]]:
+        path = _path(store, cid)
+        runs = [s for s in path["spans"] if s["kind"] == "CONSUMER"] if path else []
+        return runs if len(runs) == 2 else []
+
+    return wait_for(both_runs, 30, what)
+
+
+def _assert_killed(killed: dict[str, Any], task_id: str, cid: str, state: str) -> None:
+    """``killed`` is the span the worker's main process recorded for a run whose child was
+    SIGKILLed: the task's, failed with WorkerLostError, Celery's ``state``."""
+    assert killed["attributes"]["messaging.message.id"] == task_id
+    assert killed["attributes"]["correlation.id"] == cid
+    assert killed["attributes"]["tracekit.celery.task_state"] == state
+    assert killed["status"] == "ERROR"
+    assert killed["attributes"]["error.type"] == "WorkerLostError"
+    assert killed["status_message"].startswith(
+        "WorkerLostError: Worker exited prematurely: signal 9 (SIGKILL)"
+    )
+
+
+def _killed_while_running(
+    task: str, redis_url: str, tmp_path: Path, traceparent: str | None = None
+) -> tuple[str, str]:
+    """Send ``prefork.<task>`` with a correlation ID of its own (and ``traceparent``), and SIGKILL
+    the child running it once it has written its pid (as the OOM killer would); returns the ID
+    and the task's id."""
     sender = Celery("prefork", broker=redis_url, set_as_current=False)
     sender.conf.task_default_queue = "prefork"
     cid = f"{task.replace('_', '-')}-{uuid.uuid4().hex}"
-    task_id = sender.send_task(f"prefork.{task}", headers={"x-correlation-id": cid}).id
+    headers = {"x-correlation-id": cid} | ({"traceparent": traceparent} if traceparent else {})
+    task_id = sender.send_task(f"prefork.{task}", headers=headers).id
     pid_file = tmp_path / f"{task}.pid"
     wait_for(lambda: pid_file.exists() and pid_file.read_text(), 20, "the task to start")
     os.kill(int(pid_file.read_text()), signal.SIGKILL)

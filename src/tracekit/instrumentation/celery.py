@@ -28,7 +28,10 @@
   in the middle of a task, which recorded nothing) records a CONSUMER span failed with it, state
   ``FAILURE``; ``task_failure`` with ``TimeLimitExceeded`` there, a run its child was stopped in
   at its hard time limit without ending its span (a long C call: SIGKILL), once the child is
-  gone (``_prefork``, ``_time_limit_reported``).
+  gone (``_prefork``, ``_time_limit_reported``). A killed child's task whose message Celery
+  requeues (``acks_late`` and ``reject_on_worker_lost``) gets no signal: its span, state
+  ``REJECTED``, is recorded as the worker's ``Request.reject`` gives the message back, while
+  ``Request.on_failure`` handles the loss (both wrapped).
 - A task run eagerly (``task_always_eager``, ``Task.apply()``) is not published: its CONSUMER
   span is a child of the caller's current span, and it keeps the caller's correlation ID (when
   the caller has none, the one it passed in its headers), as a worker would. It is named by the
@@ -51,9 +54,9 @@ ID current, it gets one new ID for all its tasks.
 A wait for a result under a span (``AsyncResult.get()``, ``ResultSet.get()``, both wrapped) is an
 INTERNAL span ``celery wait``, failed with what the wait raises (``TimeoutError``).
 
-Signals are Celery's own extension point: besides ``send_task``, the canvas and the results'
-``get``, nothing is patched, and uninstrumenting disconnects (the receivers that end a run once
-the runs under way have ended).
+Signals are Celery's own extension point: besides ``send_task``, the canvas, the results'
+``get`` and a worker request's ``on_failure`` and ``reject``, nothing is patched, and
+uninstrumenting disconnects (the receivers that end a run once the runs under way have ended).
 """
 
 from __future__ import annotations
@@ -216,11 +219,12 @@ class CeleryInstrumentor(Instrumentor):
     def _later_modules(self) -> dict[str, Callable[[ModuleType], None]]:
         """The modules imported apart from the app, and what patches each: ``celery.canvas``
         (groups, chords) and ``celery.result`` (waits for results) when first used, the
-        worker's consumer only by a worker."""
+        worker's consumer and requests only by a worker."""
         return {
             "celery.canvas": self._patch_canvas,
             "celery.result": self._patch_results,
             "celery.worker.consumer.consumer": self._patch_worker_consumer,
+            "celery.worker.request": self._patch_worker_request,
         }
 
     def _patch_later_modules(self) -> None:
@@ -253,6 +257,15 @@ class CeleryInstrumentor(Instrumentor):
             "celery.worker.consumer",
             lambda: self.wrap(consumer, "create_task_handler", _task_handler_with_ids),
         )
+
+    def _patch_worker_request(self, module: ModuleType) -> None:
+        self._patch_module(
+            module.Request, "celery.worker.request", lambda: self._wrap_request(module)
+        )
+
+    def _wrap_request(self, module: ModuleType) -> None:
+        self.wrap(module.Request, "on_failure", _on_failure_of_lost_child)
+        self.wrap(module.Request, "reject", _rejected_for_lost_child)
 
     def _patch_module(self, owner: Any, where: str, wrap: Callable[[], None]) -> None:
         """Patch a module through ``wrap`` unless its ``owner`` is patched already. (Also run by
@@ -764,23 +777,71 @@ def _record_lost(task: Any, task_id: object, error: BaseException, state: str = 
     nothing; the worker's main process, which sends ``task_failure`` with ``WorkerLostError``
     (``task_retry`` when it retries the task) and the task's request current, records a failed
     CONSUMER span in its place."""
-    record = _lost_run(task, task_id, error, state)
+    record = _lost_run(task, getattr(task, "request", None), task_id, error, state)
     if record is not None:
         record()
 
 
 def _lost_run(
-    task: Any, task_id: object, error: BaseException, state: str = "FAILURE"
+    task: Any, request: Any, task_id: object, error: BaseException, state: str = "FAILURE"
 ) -> Callable[[], None] | None:
-    """What records the failed CONSUMER span of a run its child did not record, taken while the
-    task's request is current; None without one."""
-    request = getattr(task, "request", None)
+    """What records the failed CONSUMER span of a run its child did not record, from the
+    task's ``request`` (its context: headers, delivery); None without one."""
     if request is None:
         return None
     attributes = {**_task(getattr(task, "name", None)), TASK_STATE: state}
     headers = _message_headers(request)
     app = _app_of(task)
     return functools.partial(_record_discard, request, headers, attributes, error, task_id, app)
+
+
+def _on_failure_of_lost_child(
+    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    """``Request.on_failure`` in the worker's main process. For a child killed by a signal and
+    a task with ``acks_late`` and ``reject_on_worker_lost``, Celery gives the message back to
+    the broker (``reject``, below) and sends no signal: the run killed left no span, and the
+    path showed the redelivered run alone. What would record it is at hand while this runs."""
+    record = safe("celery lost child", lambda: _lost_child_run(instance, *args, **kwargs))
+    if record is None:
+        return wrapped(*args, **kwargs)
+    token = _losing.set(record)
+    try:
+        return wrapped(*args, **kwargs)
+    finally:
+        _losing.reset(token)
+
+
+def _rejected_for_lost_child(
+    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    """``Request.reject(requeue=True)`` while a killed child's failure is handled: the run is
+    recorded failed with ``WorkerLostError``, state ``REJECTED`` (as for a task that raised
+    ``Reject(requeue=True)``); the redelivered run follows in the same trace."""
+    result = wrapped(*args, **kwargs)
+    record = _losing.get()
+    if record is not None and (args[0] if args else kwargs.get("requeue")) is True:
+        _losing.set(None)  # (once)
+        safe("celery requeued lost run", record)
+    return result
+
+
+def _lost_child_run(
+    request: Any, exc_info: Any = None, *_: Any, **__: Any
+) -> Callable[[], None] | None:
+    """What records the run of ``request`` (a worker's) when ``exc_info`` is its child's loss."""
+    lost = getattr(exc_info, "exception", None)
+    lost = getattr(lost, "exc", lost)  # (billiard's ExceptionWithTraceback holds it)
+    if not _is_worker_lost(lost):
+        return None
+    task = getattr(request, "task", None)
+    context = getattr(request, "_context", None)  # (what Celery gives task_failure)
+    return _lost_run(task, context, getattr(request, "id", None), lost, "REJECTED")
+
+
+# The record of the run of a killed child whose failure the worker is handling, if Celery
+# requeues its message (see _on_failure_of_lost_child).
+_losing: ContextVar[Callable[[], None] | None] = ContextVar("tracekit_celery_losing", default=None)
 
 
 def _is_time_limit(exception: object) -> TypeGuard[BaseException]:
@@ -803,7 +864,7 @@ def _time_limit_reported(task: Any, task_id: str, error: BaseException) -> None:
     if getattr(request, "id", None) == task_id:
         while len(_timed_out) >= _MOST_TIMED_OUT:  # (a Celery that never sends the second)
             _timed_out.pop(next(iter(_timed_out)), None)
-        _timed_out[task_id] = _lost_run(task, task_id, error)
+        _timed_out[task_id] = _lost_run(task, request, task_id, error)
         return
     record = _timed_out.pop(task_id, None)
     if record is not None:
