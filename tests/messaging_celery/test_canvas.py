@@ -12,8 +12,9 @@ import pytest
 from celery import Celery, chord, group
 from celery_worker import running_worker
 from conditions import wait_for
+from opentelemetry import trace
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import SpanKind, StatusCode
 
 from tracekit import correlation, semconv
 from tracekit.instrumentation.celery import TASK_NAME
@@ -141,3 +142,23 @@ def test_a_group_applied_with_a_correlation_id_in_its_headers_keeps_it(
     assert result.get(timeout=20) == [0, 10, 20]
     runs = consumers(spans, 3)
     assert {s.attributes[semconv.CORRELATION_ID] for s in runs} == {"nightly-reprice-8"}
+
+
+@pytest.mark.parametrize("app", ["filesystem"], indirect=True)
+def test_celerys_own_chord_unlock_joins_the_header_in_no_wait_span(
+    app: Celery, spans: InMemorySpanExporter
+) -> None:
+    """Without native chords (the filesystem backend) Celery's ``chord_unlock`` task joins the
+    header, once it is ready, inside its own run: that wait is instant and Celery's business,
+    and a header task's failure there is the chord's error already. No wait span, and the
+    unlock's run is not failed by one."""
+    price, total = app.tasks["canvas.price"], app.tasks["canvas.total"]
+    with trace.get_tracer("test").start_as_current_span("POST /reprice", kind=SpanKind.SERVER):
+        result = chord(price.s(i) for i in range(3))(total.s())
+    assert result.get(timeout=20) == 30  # (outside the request: no wait span of its own)
+    consumers(spans, 4)
+    finished = spans.get_finished_spans()
+    unlocks = [s for s in finished if s.attributes.get(TASK_NAME) == "celery.chord_unlock"]
+    assert unlocks
+    assert [s.name for s in finished if s.name == "celery wait"] == []
+    assert all(s.status.status_code == StatusCode.UNSET for s in unlocks)

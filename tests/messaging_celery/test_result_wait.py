@@ -118,6 +118,29 @@ def test_a_groups_wait_is_one_span(worker: Celery, spans: InMemorySpanExporter) 
     assert TASK_ID not in waited.attributes
 
 
+@pytest.mark.parametrize("join", ["join", "join_native"])
+def test_a_groups_join_called_directly_is_one_wait_span(
+    worker: Celery, spans: InMemorySpanExporter, join: str
+) -> None:
+    """``join()`` and ``join_native()`` are what a group's ``get()`` calls: called directly, as
+    the Celery docs show for groups, the request's trace had no wait in it."""
+    report = worker.tasks["waits.report"]
+    joined = in_request(lambda: getattr(group(report.s(i) for i in range(3)).delay(), join)(10))
+    assert joined == [0, 2, 4]
+    [waited] = waits(spans)
+    assert waited.parent.span_id == request_span(spans).context.span_id
+
+
+def test_the_deprecated_wait_is_a_wait_span(worker: Celery, spans: InMemorySpanExporter) -> None:
+    """``AsyncResult.wait()``, Celery's old name for ``get()``, had no span."""
+    report = worker.tasks["waits.report"]
+    assert in_request(lambda: report.delay(4).wait(timeout=10)) == 8
+    [waited] = waits(spans)
+    assert waited.parent.span_id == request_span(spans).context.span_id
+    assert waited.attributes[TASK_NAME] == "waits.report"
+    assert waited.attributes[TASK_STATE] == "SUCCESS"
+
+
 def test_a_result_sets_wait_is_one_span(worker: Celery, spans: InMemorySpanExporter) -> None:
     """A ResultSet made of results (not a group's) cannot be hashed: its wait had no span, and
     tracekit logged that it failed."""

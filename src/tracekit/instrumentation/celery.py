@@ -51,11 +51,12 @@ A group or chord applied outside any span is applied inside an INTERNAL span ``c
 published from the header task that finished last, are one trace; applied with no correlation
 ID current, it gets one new ID for all its tasks.
 
-A wait for a result under a span (``AsyncResult.get()``, ``ResultSet.get()``, both wrapped) is an
-INTERNAL span ``celery wait``, failed with what the wait raises (``TimeoutError``).
+A wait for a result under a span (``AsyncResult.get()`` and ``wait()``, ``ResultSet.get()``,
+``join()`` and ``join_native()``, all wrapped) is an INTERNAL span ``celery wait``, failed with
+what the wait raises (``TimeoutError``); not in Celery's own ``chord_unlock``.
 
 Signals are Celery's own extension point: besides ``send_task``, the canvas, the results'
-``get`` and a worker request's ``on_failure`` and ``reject``, nothing is patched, and
+waits and a worker request's ``on_failure`` and ``reject``, nothing is patched, and
 uninstrumenting disconnects (the receivers that end a run once the runs under way have ended).
 """
 
@@ -248,7 +249,9 @@ class CeleryInstrumentor(Instrumentor):
 
     def _wrap_results(self, module: ModuleType) -> None:
         self.wrap(module.AsyncResult, "get", _traced_wait)  # (not EagerResult's own get)
-        self.wrap(module.ResultSet, "get", _traced_wait)  # (GroupResult's too)
+        self.wrap(module.AsyncResult, "wait", _traced_wait)  # (get's old name, bound to get)
+        for join in ("get", "join", "join_native"):  # (GroupResult's too; get calls a join)
+            self.wrap(module.ResultSet, join, _traced_wait)
 
     def _patch_worker_consumer(self, module: ModuleType) -> None:
         consumer = module.Consumer
@@ -422,10 +425,10 @@ def _end(span: trace.Span, error: BaseException | None) -> None:
 def _traced_wait(
     wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
-    """``AsyncResult.get()`` (``ResultSet.get()`` for a group's) in a request: the request is
-    blocked on a worker, and only its own span said so, with no part of it that waits. Inside
-    an INTERNAL span ``celery wait``, with the task's name when it was sent here, and failed
-    with what the caller gets (``TimeoutError`` when no worker ran the task in time)."""
+    """``AsyncResult.get()`` (``ResultSet.get()`` or a join for a group's) in a request: the
+    request is blocked on a worker, and only its own span said so, with no part of it that
+    waits. Inside an INTERNAL span ``celery wait``, with the task's name when it was sent here,
+    and failed with what the caller gets (``TimeoutError`` when no worker ran the task in time)."""
     span = safe("celery wait span", lambda: _wait_span(instance))
     if span is None:
         return wrapped(*args, **kwargs)
@@ -446,10 +449,18 @@ def _wait_span(result: Any) -> trace.Span | None:
         return None
     if instrumentation_suppressed(context=ctx) or _state.current_options().correlation_only:
         return None
-    if getattr(result, "_cache", None):
+    if getattr(result, "_cache", None) or _in_chord_unlock():
         return None
     attributes = {} if hasattr(result, "results") else _task_of(result)  # (a group's: none)
     return tracer_for(None).start_span("celery wait", ctx, SpanKind.INTERNAL, attributes)
+
+
+def _in_chord_unlock() -> bool:
+    """Celery's own ``chord_unlock`` joins a chord's header inside its run once the header is
+    ready (backends without native chords): an instant wait, and Celery's business."""
+    from celery import current_task
+
+    return getattr(current_task, "name", None) == "celery.chord_unlock"
 
 
 def _task_of(result: Any) -> dict[str, str]:
