@@ -72,6 +72,18 @@ def doomed_once(self):
         time.sleep(30)
 
 
+@app.task(name="prefork.doomed_twice", bind=True, acks_late=True, reject_on_worker_lost=True)
+def doomed_twice(self):
+    with open("doomed_twice.runs", "a+") as runs:
+        runs.write("run\\n")
+        runs.seek(0)
+        if len(runs.readlines()) > 2:
+            return
+    with open("doomed_twice.pid", "w") as pid:
+        pid.write(str(os.getpid()))
+    time.sleep(30)
+
+
 @app.task(name="prefork.doomed_requeued", bind=True, acks_late=True, reject_on_worker_lost=True)
 def doomed_requeued(self):
     if not self.request.delivery_info.get("redelivered"):
@@ -242,7 +254,7 @@ def test_a_task_retried_after_its_child_was_killed_shows_the_killed_attempt(
     showed only the retry's run, as if the task had run once and succeeded."""
     cid, task_id = _killed_while_running("doomed_once", redis_url, tmp_path)
 
-    runs = _both_runs(store, cid, "the killed run and its retry")
+    runs = _runs(store, cid, 2, "the killed run and its retry")
     killed, retried = sorted(runs, key=lambda s: s["attributes"].get("tracekit.retry_count", 0))
     assert killed["name"] == retried["name"] == "process prefork"
     _assert_killed(killed, task_id, cid, "RETRY")
@@ -261,7 +273,7 @@ def test_a_requeued_task_whose_child_was_killed_shows_the_killed_run(
     sent_in = "00-" + uuid.uuid4().hex + "-" + uuid.uuid4().hex[:16] + "-01"  # a caller's span
     cid, task_id = _killed_while_running("doomed_requeued", redis_url, tmp_path, sent_in)
 
-    runs = _both_runs(store, cid, "the killed run and its redelivery")
+    runs = _runs(store, cid, 2, "the killed run and its redelivery")
     killed, redelivered = sorted(runs, key=lambda s: s["start_unix_nano"])
     assert killed["name"] == redelivered["name"] == "process prefork"
     _assert_killed(killed, task_id, cid, "REJECTED")
@@ -270,6 +282,28 @@ def test_a_requeued_task_whose_child_was_killed_shows_the_killed_run(
     assert redelivered["attributes"]["tracekit.celery.task_state"] == "SUCCESS"
     assert redelivered["status"] == "UNSET"
     assert killed["trace_id"] == redelivered["trace_id"] == sent_in.split("-")[1]
+
+
+def test_a_redelivered_task_whose_child_was_killed_again_says_it_was_redelivered(
+    store: Path, redis_url: str, tmp_path: Path
+) -> None:
+    """A task that kills its child on every delivery (one that runs out of memory) is requeued
+    each time: each killed run is recorded, and one of a delivery made again says so, as a
+    redelivered run that ended does."""
+    cid, task_id = _killed_while_running("doomed_twice", redis_url, tmp_path)
+    pid_file = tmp_path / "doomed_twice.pid"
+    first = pid_file.read_text()
+    wait_for(lambda: pid_file.read_text() not in ("", first), 20, "the redelivered run")
+    os.kill(int(pid_file.read_text()), signal.SIGKILL)
+
+    runs = _runs(store, cid, 3, "two killed runs and the last")
+    killed, killed_again, last = sorted(runs, key=lambda s: s["start_unix_nano"])
+    _assert_killed(killed, task_id, cid, "REJECTED")
+    _assert_killed(killed_again, task_id, cid, "REJECTED")
+    assert "tracekit.messaging.redelivered" not in killed["attributes"]
+    assert killed_again["attributes"]["tracekit.messaging.redelivered"] is True
+    assert last["attributes"]["tracekit.messaging.redelivered"] is True
+    assert last["attributes"]["tracekit.celery.task_state"] == "SUCCESS"
 
 
 def test_a_task_that_exits_its_child_is_one_failed_span(store: Path, redis_url: str) -> None:
@@ -303,15 +337,15 @@ def _run_of(store: Path, cid: str) -> tuple[dict[str, Any], dict[str, Any]]:
     return path, consumer
 
 
-def _both_runs(store: Path, cid: str, what: str) -> list[dict[str, Any]]:
-    """The two CONSUMER spans of ``cid``'s path, once both are stored."""
+def _runs(store: Path, cid: str, count: int, what: str) -> list[dict[str, Any]]:
+    """The ``count`` CONSUMER spans of ``cid``'s path, once all are stored."""
 
-    def both_runs() -> list[dict[str, Any]]:
+    def all_runs() -> list[dict[str, Any]]:
         path = _path(store, cid)
         runs = [s for s in path["spans"] if s["kind"] == "CONSUMER"] if path else []
-        return runs if len(runs) == 2 else []
+        return runs if len(runs) == count else []
 
-    return wait_for(both_runs, 30, what)
+    return wait_for(all_runs, 30, what)
 
 
 def _assert_killed(killed: dict[str, Any], task_id: str, cid: str, state: str) -> None:

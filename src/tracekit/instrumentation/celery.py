@@ -797,10 +797,12 @@ def _lost_run(
     task: Any, request: Any, task_id: object, error: BaseException, state: str = "FAILURE"
 ) -> Callable[[], None] | None:
     """What records the failed CONSUMER span of a run its child did not record, from the
-    task's ``request`` (its context: headers, delivery); None without one."""
+    task's ``request`` (its context: headers, delivery; a redelivery is marked as on a run's
+    span); None without one."""
     if request is None:
         return None
-    attributes = {**_task(getattr(task, "name", None)), TASK_STATE: state}
+    attributes: dict[str, str | bool] = {**_task(getattr(task, "name", None)), TASK_STATE: state}
+    attributes.update(_redelivery(request))
     headers = _message_headers(request)
     app = _app_of(task)
     return functools.partial(_record_discard, request, headers, attributes, error, task_id, app)
@@ -1104,7 +1106,7 @@ def _raw_message_headers(headers: Mapping[Any, Any]) -> dict[str, Any]:
 def _record_discard(
     message: Any,
     headers: Mapping[str, Any],
-    attributes: dict[str, str],
+    attributes: Mapping[str, str | bool],
     error: BaseException | None,
     task_id: object = None,
     app: Any = None,
