@@ -1,5 +1,10 @@
 """Helpers behind ``tracekit.metrics``.
 
+- ``labels``: label values bounded in number and length, safe to print (``BoundedLabel``).
+- ``exemplars``: the exemplar filter, which measurements link to their trace.
+- ``exposition``: what a scrape is served (a registry, or every worker's files summed in
+  multiprocess mode) and the upkeep of the shared directory.
+- ``port``: the metrics port ``install`` opens, stands by for, and frees for a reloader's workers.
 - ``families``: one family per metric name in a registry, whose series every service's
   collectors add to.
 - ``local``: single-process metric families that count under one lock and format only when
