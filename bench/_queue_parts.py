@@ -27,6 +27,7 @@ from bench._queue_stacks import CORRELATION_ID, Providers, activate
 from tracekit import config, correlation, messaging, propagation
 from tracekit._messaging import consumer as _consumer
 from tracekit._messaging import spans
+from tracekit._messaging.received import Received
 from tracekit.metrics import MessagingMetrics
 
 ROUTING = {"messaging.rabbitmq.destination.routing_key": "orders"}
@@ -99,7 +100,7 @@ class _Parts:
         self.span = self.tracer.start_span("send orders")
         self.headers = messaging.inject({}, registry=self.registry, **HOP)
         # What a consumer span is built from: one message read, its target, its delivery.
-        self.received = _consumer.Received.parse(self.headers, None, None, options)
+        self.received = Received.parse(self.headers, None, None, options)
         self.target = _consumer.Target("rabbitmq", "orders", "process", ROUTING, None, None)
         self.delivery = _consumer.Delivery([self.received], self.target, batch=False)
         self.delivery.correlation_id, self.delivery.queue_wait_ms = CORRELATION_ID, 1.5
@@ -113,9 +114,7 @@ class _Parts:
             "publish": self.time(self.publish),
             "publish headers": self.time(self.write_headers),
             "consume": self.time(self.consume),
-            "consume headers": self.time(
-                lambda: _consumer.Received.parse(headers, None, None, options)
-            ),
+            "consume headers": self.time(lambda: Received.parse(headers, None, None, options)),
         }
         if not options.correlation_only:
             result.update(self.spans_and_metrics())

@@ -54,9 +54,7 @@ from tracekit import config, correlation, propagation, semconv
 from tracekit._messaging.consumer import (
     Delivery,
     MessageRejected,
-    Received,
     Target,
-    correlation_id_in,
     current_delivery,
     put_back_left,
     start_held,
@@ -71,6 +69,7 @@ from tracekit._messaging.headers import (
     reading_for,
     remember_left,
 )
+from tracekit._messaging.received import Received, correlation_id_in
 from tracekit._messaging.spans import (
     base_attributes,
     bounded_id,

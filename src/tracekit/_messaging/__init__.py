@@ -1,6 +1,8 @@
 """The machinery behind ``tracekit.messaging``, shared by every queue integration.
 
 - ``consumer``: ``Delivery``, the CONSUMER span around one handler;
+- ``received``: what one received message's headers say (its producer's context, correlation ID
+  and publish time), read once as its consumer takes it;
 - ``headers``: which fields a hop carries under the options in force (``reading_for``), and
   reading a received message's headers, bounded and validated;
 - ``spans``: what both sides' spans are built from (attributes, message ID, tracer);

@@ -58,7 +58,7 @@ from typing import Any
 from tracekit import messaging
 from tracekit._messaging import amqp
 from tracekit._messaging.amqp import ROUTING_KEY, SYSTEM
-from tracekit._messaging.consumer import Received
+from tracekit._messaging.received import Received
 from tracekit._runtime import state
 from tracekit._runtime.guard import report_once, safe
 from tracekit.instrumentation._base import Instrumentor
