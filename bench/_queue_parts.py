@@ -26,7 +26,7 @@ from prometheus_client import CollectorRegistry
 from bench._queue_stacks import CORRELATION_ID, Providers, activate
 from tracekit import config, correlation, messaging, propagation
 from tracekit._messaging import consumer as _consumer
-from tracekit._messaging import spans
+from tracekit._messaging import producer, spans
 from tracekit._messaging.received import Received
 from tracekit.metrics import MessagingMetrics
 
@@ -130,7 +130,7 @@ class _Parts:
 
     def write_headers(self) -> None:
         context = otel_context.Context({propagation.CURRENT_SPAN_KEY: self.span})
-        messaging._write_headers({}, context, self.options)
+        producer.write_headers({}, context, self.options)
 
     def spans_and_metrics(self) -> dict[str, float]:
         options, span = self.options, self.span

@@ -20,6 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import tracekit
 from tracekit import correlation, messaging
+from tracekit._messaging import held as _held
 from tracekit.config import default_service_name
 
 TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
@@ -407,13 +408,13 @@ def test_a_hold_that_races_release_all_is_ended_too(spans, monkeypatch) -> None:
     message and storing the next: that next one must end too, not stay held for good. The
     interleaving is forced: release_all runs while the delivery starts."""
     held = messaging.HeldDeliveries()
-    starting = messaging.start_held
+    starting = _held.start_held
 
     def start_then_release_all(delivery: Any) -> None:
         starting(delivery)
         held.release_all()
 
-    monkeypatch.setattr(messaging, "start_held", start_then_release_all)
+    monkeypatch.setattr(_held, "start_held", start_then_release_all)
 
     class Consumer:
         pass

@@ -2,14 +2,16 @@
 
 ``Received.parse`` reads a message's headers (bounded and validated by ``_messaging.headers``)
 once, as its consumer takes it; ``correlation_id_in`` reads the correlation ID alone, the way
-the consumer will (the producer side asks it of a message the caller filled in already). A
+the consumer will (the producer side asks it of a message the caller filled in already), and
+``correlation_property_of`` the message property that may carry one (re-exported by
+``tracekit.messaging``). A
 header that cannot be used is passed over with a rate-limited warning that never shows its
 value.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from opentelemetry import context as otel_context
@@ -20,6 +22,7 @@ from tracekit import config, correlation, propagation, semconv
 from tracekit._messaging import headers as _message_headers
 from tracekit._messaging.headers import PUBLISH_TIME_HEADER, Headers, Reading, reading_for
 from tracekit._propagation import baggage as _baggage
+from tracekit._runtime import state as _state
 from tracekit._runtime.guard import report_once
 
 
@@ -189,3 +192,20 @@ def _publish_time(fields: _message_headers.Fields) -> int | None:
 
 _EARLIEST_UNIX_NANO = 978_307_200 * 10**9  # 2001-01-01
 _LATEST_UNIX_NANO = 2**63  # 2262
+
+
+def correlation_property_of(properties: object, options: config.Options | None = None) -> object:
+    """The configured correlation property of a message's properties (object or mapping).
+
+    ``TRACEKIT_MESSAGE_CORRELATION_PROPERTY`` names it (default ``correlation_id``, AMQP's
+    property); None when absent. Pass the result to ``consume(correlation_property=...)``.
+    """
+    try:
+        name = (options or _state.current_options()).message_correlation_property
+    except Exception as error:  # a broken TRACEKIT_* variable must not stop the consumer
+        report_once("messaging correlation property", error)
+        return None
+    if isinstance(properties, Mapping):
+        value = properties.get(name)
+        return value if value is not None else properties.get(name.encode("ascii", "ignore"))
+    return getattr(properties, name, None)

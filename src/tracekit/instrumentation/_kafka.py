@@ -21,6 +21,7 @@ from opentelemetry.trace import Span
 
 from tracekit import messaging, semconv
 from tracekit._messaging import headers as _message_headers
+from tracekit._messaging import producer
 from tracekit._messaging.headers import byte_length, replaced_names
 
 SYSTEM = "kafka"
@@ -69,7 +70,7 @@ def traced_send(
         return send(*args, **kwargs)
     carrier: dict[str, str] = {}
     callers = (_given_headers(args, kwargs, headers_position), None)
-    alone = messaging._publish_alone(carrier, callers)  # tracekit's own dict, for this record
+    alone = producer.publish_alone(carrier, callers)  # tracekit's own dict, for this record
     if alone is not None:  # (no span: no delivery report to wait for)
         with alone:
             args, kwargs = _carrying(args, kwargs, carrier, headers_position, limit)

@@ -44,7 +44,7 @@ from types import ModuleType
 from typing import Any
 
 from tracekit import correlation, messaging
-from tracekit._messaging import amqp
+from tracekit._messaging import amqp, producer
 from tracekit._messaging.amqp import ROUTING_KEY, SYSTEM
 from tracekit._runtime.guard import guarded, report_once
 from tracekit.instrumentation._base import Instrumentor
@@ -63,7 +63,7 @@ _iterator_consuming: ContextVar[bool] = ContextVar("tracekit_aio_pika_iterating"
 _fetched_from: dict[int, tuple[object, str]] = {}
 _FETCHED_MAX = 1024
 # messaging.publishing() without a frame of its own (once per message)
-_publishing = messaging._publishing_now.get
+_publishing = producer.publishing_now.get
 
 
 class _Turn:
@@ -288,7 +288,7 @@ async def _traced_publish(
     else:
         kwargs = {**kwargs, "message": own}
     # (the headers are a copy: see _own_copy; the message's properties may name its ID)
-    alone = messaging._publish_alone(own.headers, (None, own))
+    alone = producer.publish_alone(own.headers, (None, own))
     if alone is not None:  # (no span to describe: the other arguments are not looked at)
         with alone:
             return await wrapped(*args, **kwargs)

@@ -56,7 +56,7 @@ from types import ModuleType
 from typing import Any
 
 from tracekit import messaging
-from tracekit._messaging import amqp
+from tracekit._messaging import amqp, producer
 from tracekit._messaging.amqp import ROUTING_KEY, SYSTEM
 from tracekit._messaging.received import Received
 from tracekit._runtime import state
@@ -84,7 +84,7 @@ _held = messaging.HeldDeliveries()
 _MOST_AWAITING_CONFIRM = 10_000
 # messaging.publishing() without a frame of its own: asked twice per message (BlockingChannel's
 # publish, then its Channel's beneath it)
-_publishing = messaging._publishing_now.get
+_publishing = producer.publishing_now.get
 
 
 class PikaInstrumentor(Instrumentor):
@@ -327,14 +327,14 @@ def _traced_publish(
     else:
         kwargs["properties"] = properties  # (this call's own dict)
     # (the headers are a copy: see _own_properties; the properties may name the message's ID)
-    alone = messaging._publish_alone(headers, (None, properties))
+    alone = producer.publish_alone(headers, (None, properties))
     if alone is not None:  # (no span to describe: the other arguments are not looked at)
         with alone:
             return wrapped(*args, **kwargs)
     exchange = amqp.given_name(args[0] if args else kwargs.get("exchange"))
     routing_key = amqp.given_name(args[1] if len(args) > 1 else kwargs.get("routing_key"))
     destination = amqp.destination_of(exchange or routing_key)
-    publishing = messaging._publish_own(  # (the headers are a copy: see _own_properties)
+    publishing = producer.publish_own(  # (the headers are a copy: see _own_properties)
         headers,
         SYSTEM,
         destination,
