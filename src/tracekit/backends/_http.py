@@ -2,7 +2,9 @@
 
 stdlib urllib only, so ``tracekit trace --tempo`` adds no import cost and no dependency. Header
 values (tenant ids, tokens) and URL credentials are secrets: they are sent, never repeated in an
-error, and never sent on to another host by a redirect.
+error, and never sent on to another host by a redirect. The connections under it (kept between
+requests, shut at a request's deadline) are ``backends._connections``'; this module decides what
+to ask, when to try again, and how to say what went wrong.
 """
 
 from __future__ import annotations
@@ -18,18 +20,26 @@ import os
 import re
 import socket
 import ssl
-import stat
 import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 import zlib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from tracekit._utf8 import clean_text, without_terminal_sequences
 from tracekit.backends import _deep_json as deep_json
+from tracekit.backends._connections import (
+    CaFileThatWaits,
+    KeepAlive,
+    Sockets,
+    TrackedHTTPHandler,
+    TrackedHTTPSHandler,
+    TrackedSSLSocket,
+    connections,
+)
 from tracekit.records import BackendError
 
 MAX_RESPONSE_BYTES = 64 * 1024 * 1024
@@ -42,8 +52,6 @@ _OTHER_HOST = frozenset({62, 64})
 # trace beside its message, which is what is shown, in at most 200 characters
 MAX_ERROR_BYTES = 64 * 1024
 RETRYABLE_STATUS = frozenset({429, 502, 503, 504})
-# idle connections kept per backend: as many as trace reads run at once (``_read_ahead``)
-MAX_KEPT_CONNECTIONS = 8
 # What this client reads, whatever a caller's headers say (in any case: "accept" too): an Accept
 # of protobuf (Tempo answers it so) or an encoding it cannot undo made every answer unreadable.
 # gzip: a search answer of whole traces is tens of MB of JSON, a tenth of that gzipped
@@ -115,11 +123,11 @@ class JsonClient:
         self._tries = 0  # requests sent, retries too
         self.retries = retries
         self._proxy = _proxy_for(self.base_url)
-        self._keep_alive = _KeepAlive()
+        self._keep_alive = KeepAlive()
         self._opener = urllib.request.build_opener(
             _SameHostRedirects(),
-            _TrackedHTTPHandler(self._keep_alive),
-            _TrackedHTTPSHandler(self._keep_alive),
+            TrackedHTTPHandler(self._keep_alive),
+            TrackedHTTPSHandler(self._keep_alive),
         )
 
     def get(self, path: str, params: Mapping[str, str] | None = None) -> Any:
@@ -185,10 +193,10 @@ class JsonClient:
         call for hours: the request runs in a thread, and at the deadline its connections are
         shut, which ends its reads at once."""
         outcome: list[tuple[bool, Any]] = []
-        opened = _Sockets()
+        opened = Sockets()
 
         def fetch() -> None:
-            _connections.opened = opened
+            connections.opened = opened
             try:
                 outcome.append((True, self._get_once(url, limit)))
             except BaseException as error:  # handed to the caller as it is
@@ -228,11 +236,11 @@ class JsonClient:
             if isinstance(reason, ssl.SSLError):  # the server answered: no retry will change it
                 raise BackendError(self._tls_failure(reason)) from None
             if isinstance(reason, TimeoutError):
-                raise self._timed_out(_connections.opened or [], limit) from None
+                raise self._timed_out(connections.opened or [], limit) from None
             if self._proxy and str(reason).startswith(_TUNNEL_REFUSED):  # the proxy answered
                 raise BackendError(self._tunnel_refused(str(reason))) from None
             raise self._unreachable(self.printable(str(reason))) from None
-        except _CaFileThatWaits as error:  # nothing was sent: SSL_CERT_FILE is the problem
+        except CaFileThatWaits as error:  # nothing was sent: SSL_CERT_FILE is the problem
             shown = self.printable(error.path, 120)
             raise BackendError(
                 f"{self.where}: SSL_CERT_FILE names {shown}, which is {error.kind}, not a "
@@ -273,7 +281,7 @@ class JsonClient:
         HTTPS and waits, a proxy holding the connection) is neither."""
         if not opened:
             return self._unreachable("timed out")
-        if any(isinstance(s, _TrackedSSLSocket) and not s.handshaken for s in opened):
+        if any(isinstance(s, TrackedSSLSocket) and not s.handshaken for s in opened):
             return _Retryable(f"took the connection but finished no TLS handshake within "
                               f"{limit:.3g} s (timed out): does it serve HTTPS on that "
                               "port?")  # fmt: skip
@@ -414,204 +422,6 @@ class JsonClient:
         text = without_terminal_sequences(text)
         flat = " ".join("".join(c if c.isprintable() else " " for c in text).split())
         return self.redact(flat)[:limit]
-
-
-class _Sockets(list[socket.socket]):
-    """The sockets one request's thread connected or took from the pool, for its caller to shut
-    at the deadline; ``abandoned`` once it has."""
-
-    abandoned = False
-
-
-class _Connections(threading.local):
-    """The sockets a request thread opened, for the caller to shut at the deadline."""
-
-    opened: _Sockets | None = None
-
-
-_connections = _Connections()
-
-
-class _TrackedHTTPConnection(http.client.HTTPConnection):
-    """A connection whose socket is noted for the thread that opened it."""
-
-    def connect(self) -> None:
-        super().connect()
-        if _connections.opened is not None:
-            _connections.opened.append(self.sock)
-
-
-class _TrackedHTTPSConnection(_TrackedHTTPConnection, http.client.HTTPSConnection):
-    """The same over TLS (HTTPS's connect wraps the socket, then ours notes it)."""
-
-
-class _KeptResponse(http.client.HTTPResponse):
-    """A response that, once closed, hands its connection back (``release``): to be kept for
-    the next request when its body was read to the end and the server keeps the connection
-    open, else to be closed."""
-
-    release: Callable[[bool], None] | None = None
-
-    def close(self) -> None:
-        whole = self.fp is None  # http.client lets go of the socket's file at the body's end
-        super().close()
-        release, self.release = self.release, None
-        if release is not None:
-            release(whole and not self.will_close)
-
-
-_TrackedHTTPConnection.response_class = _KeptResponse
-
-
-class _KeepAlive:
-    """Open connections kept between requests, for one client: without them every trace read
-    was a new TCP connection (and TLS handshake), a round trip or three more per read. A
-    connection found closed by the server once it sends (an idle one Go's server let go of) is
-    replaced by a new one, once: every request here is a GET, safe to send again."""
-
-    def __init__(self) -> None:
-        self._idle: dict[tuple[object, ...], list[_TrackedHTTPConnection]] = {}
-        self._lock = threading.Lock()
-
-    def open(
-        self, kind: type[_TrackedHTTPConnection], req: urllib.request.Request, **options: Any
-    ) -> http.client.HTTPResponse:
-        """The response to ``req`` over a kept connection, else a new one (``kind(**options)``)."""
-        tunnel = getattr(req, "_tunnel_host", None)  # an https:// backend behind a proxy
-        key = (kind, req.host, tunnel)
-        kept = self._take(key)
-        if kept is not None:
-            try:
-                return self._send(kept, key, req, timeout=req.timeout)
-            except (ConnectionError, http.client.BadStatusLine):
-                kept.close()
-                if _connections.opened is not None and _connections.opened.abandoned:
-                    raise
-        connection = kind(req.host, timeout=req.timeout, **options)
-        headers = _request_headers(req)
-        if tunnel:  # the proxy's credentials go with the CONNECT, not to the backend
-            proxy_auth = {k: headers.pop(k) for k in list(headers) if k == "Proxy-Authorization"}
-            connection.set_tunnel(tunnel, headers=proxy_auth)
-        try:
-            return self._send(connection, key, req)
-        except OSError as error:  # as urllib reports it: the caller reads its reason
-            connection.close()
-            raise urllib.error.URLError(error) from None
-
-    def _send(
-        self, connection: _TrackedHTTPConnection, key: tuple[object, ...],
-        req: urllib.request.Request, timeout: float | None = None,
-    ) -> http.client.HTTPResponse:  # fmt: skip
-        if timeout is not None and connection.sock is not None:  # a kept one: this request's
-            connection.sock.settimeout(timeout)
-            if _connections.opened is not None:
-                _connections.opened.append(connection.sock)
-        headers = _request_headers(req)
-        if key[2]:  # tunnelled: the proxy had its credentials with the CONNECT
-            headers.pop("Proxy-Authorization", None)
-        connection.request(req.get_method(), req.selector, req.data, headers)
-        response = connection.getresponse()
-        assert isinstance(response, _KeptResponse)
-        response.release = lambda reusable: self._give_back(key, connection, reusable)
-        response.url, response.msg = req.get_full_url(), response.reason  # type: ignore[assignment]
-        return response
-
-    def _take(self, key: tuple[object, ...]) -> _TrackedHTTPConnection | None:
-        with self._lock:
-            idle = self._idle.get(key)
-            return idle.pop() if idle else None
-
-    def _give_back(
-        self, key: tuple[object, ...], connection: _TrackedHTTPConnection, reusable: bool
-    ) -> None:
-        abandoned = _connections.opened is not None and _connections.opened.abandoned
-        if not reusable or abandoned:
-            connection.close()
-            return
-        with self._lock:
-            idle = self._idle.setdefault(key, [])
-            if len(idle) < MAX_KEPT_CONNECTIONS:
-                idle.append(connection)
-                return
-        connection.close()
-
-
-def _request_headers(req: urllib.request.Request) -> dict[str, str]:
-    """What urllib would send of ``req``'s headers (those not passed on by a redirect too)."""
-    headers = {k.title(): v for k, v in req.header_items()}
-    headers["Connection"] = "keep-alive"
-    return headers
-
-
-class _TrackedHTTPHandler(urllib.request.HTTPHandler):
-    def __init__(self, keep_alive: _KeepAlive) -> None:
-        super().__init__()
-        self._keep_alive = keep_alive
-
-    def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
-        return self._keep_alive.open(_TrackedHTTPConnection, req)
-
-
-class _TrackedHTTPSHandler(urllib.request.HTTPSHandler):
-    def __init__(self, keep_alive: _KeepAlive) -> None:
-        super().__init__()
-        self._keep_alive = keep_alive
-
-    def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
-        _refuse_a_ca_file_that_waits()
-        return self._keep_alive.open(_TrackedHTTPSConnection, req, context=_tracked_tls_context())
-
-
-class _CaFileThatWaits(Exception):
-    """SSL_CERT_FILE names what OpenSSL would wait on as it reads the CAs (a FIFO, a device)."""
-
-    def __init__(self, path: str, kind: str) -> None:
-        super().__init__(path)
-        self.path, self.kind = path, kind
-
-
-_SPECIAL_FILES = {stat.S_IFIFO: "a FIFO", stat.S_IFCHR: "a character device",
-                  stat.S_IFBLK: "a block device", stat.S_IFSOCK: "a socket"}  # fmt: skip
-
-
-def _refuse_a_ca_file_that_waits() -> None:
-    """Raise ``_CaFileThatWaits`` when SSL_CERT_FILE names a FIFO or a device: opening a FIFO
-    waits for a writer, and the TLS context read it before every try (three timeouts, then
-    "unreachable"). A missing file or a folder OpenSSL passes over at once, as it did."""
-    named = os.environ.get("SSL_CERT_FILE")
-    if not named:
-        return
-    try:
-        kind = _SPECIAL_FILES.get(stat.S_IFMT(os.stat(named).st_mode))
-    except (OSError, ValueError):  # no such file; a NUL in the name
-        return
-    if kind is not None:
-        raise _CaFileThatWaits(named, kind)
-
-
-class _TrackedSSLSocket(ssl.SSLSocket):
-    """A TLS socket noted as its handshake starts: a server that takes the connection and never
-    answers the handshake is shut at the deadline too, and said to have been reached."""
-
-    handshaken = False
-
-    def do_handshake(self, block: bool = False) -> None:
-        if _connections.opened is not None:
-            _connections.opened.append(self)
-        super().do_handshake(block)
-        self.handshaken = True
-
-
-def _tracked_tls_context() -> ssl.SSLContext:
-    """The context http.client makes for a connection (the system's CAs, or SSL_CERT_FILE's),
-    its sockets ``_TrackedSSLSocket``."""
-    context = ssl._create_default_https_context()  # what http.client uses (PYTHONHTTPSVERIFY)
-    context.set_alpn_protocols(["http/1.1"])  # as http.client says it speaks, given no context
-    # as http.client offers too: a server asking for a client certificate once it has read the
-    # request (TLS 1.3) can then ask, and is refused in words, not left to answer 403
-    context.post_handshake_auth = True
-    context.sslsocket_class = _TrackedSSLSocket
-    return context
 
 
 class _Retryable(Exception):
