@@ -105,10 +105,8 @@ class _WorkerFiles(Collector):
 
     def collect(self) -> Iterable[Metric]:
         """The samples of every worker's readable files, summed."""
-        directory = multiprocess_directory()
-        if not os.path.isdir(directory):
-            error = NotADirectoryError(f"{MULTIPROC_DIR_ENV} is not set or not a directory")
-            report_once(f"metrics exposition of {MULTIPROC_DIR_ENV}", error)
+        directory = _existing_directory()
+        if directory is None:
             return []
         with reading(directory, fold=True):  # exited workers' files folded first
             return self._merged(directory)
@@ -157,13 +155,21 @@ def _stamp(path: str) -> _FileStamp:
     return (path, found.st_ino, found.st_size, found.st_mtime_ns)
 
 
+def _existing_directory() -> str | None:
+    """The shared directory, or None (said once) where the variable names none that exists."""
+    directory = multiprocess_directory()
+    if os.path.isdir(directory):
+        return directory
+    error = NotADirectoryError(f"{MULTIPROC_DIR_ENV} is not set or not a directory")
+    report_once(f"metrics exposition of {MULTIPROC_DIR_ENV}", error)
+    return None
+
+
 def recorded_now() -> RecordedSeries:
     """The histogram series in the multiprocess files (``tracekit._metrics.recorded``); none
     when they cannot be read."""
-    directory = multiprocess_directory()
-    if not os.path.isdir(directory):
-        error = NotADirectoryError(f"{MULTIPROC_DIR_ENV} is not set or not a directory")
-        report_once(f"metrics exposition of {MULTIPROC_DIR_ENV}", error)
+    directory = _existing_directory()
+    if directory is None:
         return []
     try:
         return recorded_series(directory)
