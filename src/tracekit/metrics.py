@@ -316,6 +316,21 @@ class HttpServerMetrics(_ServiceMetrics):
 # Queue waits range from milliseconds to minutes.
 QUEUE_WAIT_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0)
 _MESSAGING_LABELS = ("messaging_system", "messaging_destination_name")
+_PUBLISH_DURATION = "messaging_client_operation_duration_seconds"
+_PUBLISH_DURATION_HELP = "Duration of publishing a message."
+_SENT = "messaging_client_sent_messages"
+_SENT_HELP = "Messages published."
+_PROCESS_DURATION = "messaging_process_duration_seconds"
+_PROCESS_DURATION_HELP = "Duration of processing a consumed message (the handler)."
+_CONSUMED = "messaging_client_consumed_messages"
+_CONSUMED_HELP = "Messages consumed."
+_FAILED = "tracekit_messaging_failed_messages"
+_FAILED_HELP = "Consumed messages whose handler raised."
+_QUEUE_WAIT = "tracekit_messaging_queue_wait_seconds"
+_QUEUE_WAIT_HELP = (
+    "Time a message spent queued: consumer start minus the publish time taken before the broker "
+    "call."
+)
 
 
 class MessagingMetrics(_ServiceMetrics):
@@ -462,23 +477,6 @@ class MessagingMetrics(_ServiceMetrics):
         self._child(self.queue_wait, system, destination).observe(seconds, exemplar_of(span))
 
 
-_PUBLISH_DURATION = "messaging_client_operation_duration_seconds"
-_PUBLISH_DURATION_HELP = "Duration of publishing a message."
-_SENT = "messaging_client_sent_messages"
-_SENT_HELP = "Messages published."
-_PROCESS_DURATION = "messaging_process_duration_seconds"
-_PROCESS_DURATION_HELP = "Duration of processing a consumed message (the handler)."
-_CONSUMED = "messaging_client_consumed_messages"
-_CONSUMED_HELP = "Messages consumed."
-_FAILED = "tracekit_messaging_failed_messages"
-_FAILED_HELP = "Consumed messages whose handler raised."
-_QUEUE_WAIT = "tracekit_messaging_queue_wait_seconds"
-_QUEUE_WAIT_HELP = (
-    "Time a message spent queued: consumer start minus the publish time taken before the broker "
-    "call."
-)
-
-
 def _per_destination(
     series: list[tuple[tuple[str, ...], int, float]],
 ) -> list[tuple[tuple[str, ...], int, float]]:
@@ -500,8 +498,6 @@ _CLIENT_LABELS = (
     "error_type",
     *_SERVICE_LABELS,
 )
-
-
 _CLIENT_DURATION = "http_client_request_duration_seconds"
 
 
