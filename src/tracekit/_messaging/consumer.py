@@ -24,7 +24,6 @@ from prometheus_client import CollectorRegistry
 
 from tracekit import correlation, propagation, semconv
 from tracekit._messaging.received import NO_CONTEXT, Received
-from tracekit._messaging.received import correlation_id_in as correlation_id_in  # celery's import
 from tracekit._messaging.spans import base_attributes, record_failed_after, tracer_for
 from tracekit._runtime import state as _state
 from tracekit._runtime import unfinished

@@ -82,8 +82,8 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanContext, SpanKind, TraceFlags
 
 from tracekit import correlation, messaging, propagation, semconv
-from tracekit._messaging.consumer import correlation_id_in
 from tracekit._messaging.headers import reading_for
+from tracekit._messaging.received import correlation_id_in
 from tracekit._messaging.spans import tracer_for
 from tracekit._runtime import state as _state
 from tracekit._runtime.guard import guarded, instrumentation_suppressed, mark_failed, safe
