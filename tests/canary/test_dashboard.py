@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tracekit.canary import HTTP
-from tracekit.canary.prometheus import FAMILIES, Family, Window
+from tracekit.canary.prometheus import FAMILIES, LOOKBACK, Family, Window
 
 BOARD = Path(__file__).resolve().parents[2] / "dashboards" / "canary.json"
 
@@ -43,7 +43,14 @@ def test_the_dashboard_reads_what_the_prometheus_mode_reads(family: Family, vers
         assert any(failed in e for e in expressions), failed
 
     assert any(buckets in e for e in expressions), buckets
-    per_route = f"sum by (le, {family.route_label}) (rate({buckets}"
+    # over the selected range, each series counted as the Prometheus mode counts it: increase()
+    # where it existed at the range's start (``_existed``), from zero where it was born there
+    existed = f"last_over_time({buckets}[{LOOKBACK}] offset $__range)"
+    counted = (
+        f"(increase({buckets}[$__range]) and {existed}"
+        f" or last_over_time({buckets}[$__range]) unless {existed})"
+    )
+    per_route = f"sum by (le, {family.route_label}) ({counted})"
     assert any(per_route in e for e in expressions), per_route
 
 

@@ -68,8 +68,8 @@ def test_the_verdict_judges_the_whole_window_not_its_last_seconds(
     over the same window found it worse."""
     scrape = [f"127.0.0.1:{shop.metrics_port}" for shop in shops.values()]
     baseline, canary = (httpx.Client(base_url=shops[v].url, timeout=10) for v in shops)
-    # A failure before the window: its series exists when the window starts (rate() does not
-    # count the requests that created a series, in the dashboard as anywhere).
+    # A failure before the window: its series exists when the window starts, and this test
+    # is about the window's length alone (the next one: about series the window starts).
     assert canary.get("/fail").status_code == 500
     with running_prometheus(prometheus_binary(), tmp_path, "shop", scrape) as url:
         wait_for(lambda: _scraped(url) == 3, 20, "first scrapes", ignoring=UNREACHABLE)
@@ -95,3 +95,32 @@ def test_the_verdict_judges_the_whole_window_not_its_last_seconds(
     assert errors == [pytest.approx(10 / (20 + alike), abs=0.05)]
     # 10 of the canary's successes took 0.3 s, well past its 95th percentile's share.
     assert len(p95) == 1 and p95[0] > 5
+
+
+def test_the_verdict_counts_the_failures_that_started_a_series(
+    tmp_path: Path, shops: dict[str, Shop]
+) -> None:
+    """A canary's first failure of a kind (its first 500 on a route) starts a series, and
+    rate() counts nothing for the step from no series to its first value: a canary that failed
+    once on /fail and once on /crash within the window read an error ratio difference of 0
+    (and every new pod's requests up to its first scrape went uncounted). ``tracekit canary``
+    counts such series from zero (tracekit.canary.prometheus), and so does the Verdict row."""
+    scrape = [f"127.0.0.1:{shop.metrics_port}" for shop in shops.values()]
+    baseline, canary = (httpx.Client(base_url=shops[v].url, timeout=10) for v in shops)
+    with running_prometheus(prometheus_binary(), tmp_path, "shop", scrape) as url:
+        wait_for(lambda: _scraped(url) == 2, 20, "first scrapes", ignoring=UNREACHABLE)
+        start = time.time()
+        for i in range(20):
+            baseline.get(f"/orders/{i}").raise_for_status()
+            path = {5: "/fail", 15: "/crash"}.get(i, f"/orders/{i}")
+            canary.get(path)
+            time.sleep(0.1)
+        wait_for(lambda: _scraped(url) == 2 + 40, 20, "every request scraped")
+        at = time.time()
+        selected_range = f"{math.ceil(at - start)}s"
+        errors = _verdict(url, "Error ratio: canary minus baseline", selected_range, at)
+    baseline.close()
+    canary.close()
+    # 2 of the canary's 20 failed, none of the baseline's; increase() extrapolates the series
+    # that existed to the window's edges, a scrape interval's share of their requests.
+    assert errors == [pytest.approx(2 / 20, abs=0.02)]
