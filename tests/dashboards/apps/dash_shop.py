@@ -4,7 +4,8 @@ argv: app-port metrics-port service-version [service-name, default ``shop``].
 ``tracekit.init()`` serves metrics on the metrics port; spans are made (exemplars need sampled
 spans) but not exported. Every metric family the dashboards read gets traffic:
 
-- ``/orders/{order_id}``: HTTP server; ids starting with ``slow`` sleep 0.3 s.
+- ``/orders/{order_id}``: HTTP server; ids starting with ``slow`` sleep 0.3 s, ids starting
+  with ``fail`` answer 500.
 - ``/fail``: HTTP 500.
 - ``/crash``: raises; the app's own exception handler answers 500 (tracekit records that status
   beside the exception, from its wrapper of the handler).
@@ -44,6 +45,8 @@ client: httpx.AsyncClient  # one client: building one per request costs an SSL c
 async def order(request: Request) -> PlainTextResponse:
     if request.path_params["order_id"].startswith("slow"):
         await asyncio.sleep(0.3)
+    if request.path_params["order_id"].startswith("fail"):
+        return PlainTextResponse("no such order", status_code=500)
     return PlainTextResponse("ok")
 
 
