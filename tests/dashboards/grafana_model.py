@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +99,23 @@ def parse_label_values(query: str) -> tuple[str, str]:
     if match is None:
         raise ValueError(f"not a label_values(selector, label) query: {query!r}")
     return match["selector"].strip(), match["label"]
+
+
+def resolved(
+    board: Mapping[str, Any],
+    listing: Callable[[str, str], list[str]],
+    pick: Callable[[Mapping[str, Any], list[str]], list[str]],
+) -> dict[str, list[str]]:
+    """Each variable's chosen values, in dashboard order as Grafana chains them (the data
+    source variable left out): ``listing(selector, label)`` lists what a ``label_values``
+    query finds, its selector holding the values chosen before, and ``pick(variable, listed)``
+    chooses."""
+    definitions = variables(board)
+    chosen: dict[str, list[str]] = {}
+    for name, var in list(definitions.items())[1:]:
+        selector, label = parse_label_values(variable_query(var))
+        chosen[name] = pick(var, listing(interpolate(selector, definitions, chosen), label))
+    return chosen
 
 
 def first_value(var: Mapping[str, Any], listed: list[str]) -> str:

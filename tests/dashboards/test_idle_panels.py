@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Mapping
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -32,9 +33,8 @@ from grafana_model import (
     first_value,
     interpolate,
     load,
-    parse_label_values,
+    resolved,
     targets,
-    variable_query,
     variables,
 )
 from loopback import UNREACHABLE
@@ -50,24 +50,15 @@ ROUND_SECONDS = 0.2  # traffic for 3 s: several scrapes of every series while it
 IDLE_SECONDS = float(MACROS["__range"].removesuffix("s")) + 3
 
 
-def _chosen(url: str, board: dict[str, Any], since: float) -> dict[str, list[str]]:
+def _opening(var: Mapping[str, Any], listed: list[str]) -> list[str]:
     """Grafana's "All" where a variable offers it, else the value Grafana opens on."""
-    definitions = variables(board)
-    chosen: dict[str, list[str]] = {}
-    for name, var in list(definitions.items())[1:]:
-        if var["includeAll"]:
-            chosen[name] = [ALL]
-            continue
-        selector, label = parse_label_values(variable_query(var))
-        selector = interpolate(selector, definitions, chosen)
-        chosen[name] = [first_value(var, label_values(url, selector, label, since, time.time()))]
-    return chosen
+    return [ALL] if var["includeAll"] else [first_value(var, listed)]
 
 
 def _shown(url: str, name: str, since: float, at: float) -> dict[str, list[float]]:
     """Every query's values at ``at``, by panel title and query."""
     board = load(name)
-    chosen = _chosen(url, board, since)
+    chosen = resolved(board, partial(_listed, url, since), _opening)
     return {
         f"{panel['id']} {panel['title']} {target['refId']}": [
             float(sample["value"][1])
@@ -75,6 +66,10 @@ def _shown(url: str, name: str, since: float, at: float) -> dict[str, list[float
         ]
         for panel, target in targets(board)
     }
+
+
+def _listed(url: str, since: float, selector: str, label: str) -> list[str]:
+    return label_values(url, selector, label, since, time.time())
 
 
 def _scraped(url: str, promql: str, expected: float) -> bool:
