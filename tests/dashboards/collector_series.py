@@ -26,12 +26,22 @@ class CollectorSeries:
     def __init__(self) -> None:
         self.busy = True
         self.count = 0
+        # the edge shop -> payments has no failed series until it has failed (as the connector
+        # counts: a series from an edge's first failure)
+        self.payments_failed = 0
 
     def exposition(self) -> str:
         """The text a scrape gets."""
         self.count += 10 if self.busy else 0
         n = self.count
         lines = [*_service_graph(n), *_span_metrics(n)]
+        payments = 'client="shop", server="payments"'
+        lines.append(f"traces_service_graph_request_total{{{payments}}} {n}")
+        lines += _histogram("traces_service_graph_request_server_seconds", payments, n, (0.1, 1))
+        if self.payments_failed:
+            lines.append(
+                f"traces_service_graph_request_failed_total{{{payments}}} {self.payments_failed}"
+            )
         for item in ("spans", "metric_points", "log_records"):
             for counted in ("accepted", "refused"):
                 lines.append(f'otelcol_receiver_{counted}_{item}_total{{receiver="otlp"}} {n}')
