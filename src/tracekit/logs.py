@@ -388,7 +388,7 @@ def _bounded_repr(value: object) -> str:
     request body or 300,000 rows of a query given with ``extra=`` had their whole repr made,
     in the logging call (190 ms each), to keep its first kibibyte."""
     pieces, size = [], 0
-    for piece in _repr_pieces(value, _NESTING):
+    for piece in _repr_pieces(value, _NESTING, set()):
         pieces.append(piece)
         size += len(piece)
         if size > MAX_VALUE:
@@ -396,8 +396,10 @@ def _bounded_repr(value: object) -> str:
     return "".join(pieces)
 
 
-def _repr_pieces(value: object, depth: int) -> Iterator[str]:
-    """The pieces of ``repr(value)``, each made when it is asked for."""
+def _repr_pieces(value: object, depth: int, open_ids: set[int]) -> Iterator[str]:
+    """The pieces of ``repr(value)``, each made when it is asked for. ``open_ids``: the
+    containers being repr'd around it; one inside itself is ``[...]`` or ``{...}``, as
+    ``repr`` writes it (it was taken apart again, 32 levels deep)."""
     kind = type(value)
     if isinstance(value, (str, bytes, bytearray)) and kind in (str, bytes, bytearray):
         # twice what is kept: credentials in a URL that starts in the part kept end in the
@@ -405,15 +407,20 @@ def _repr_pieces(value: object, depth: int) -> Iterator[str]:
         yield repr(value[: 2 * MAX_VALUE])
     elif isinstance(value, Collection) and kind in _BRACKETS and value and depth > 0:
         opening, closing = _BRACKETS[kind]
+        if id(value) in open_ids:
+            yield f"{opening}...{closing}"
+            return
+        open_ids.add(id(value))
         yield opening
         for index, item in enumerate(value):
             yield ", " if index else ""
             if isinstance(value, dict):
-                yield from _repr_pieces(item, depth - 1)
+                yield from _repr_pieces(item, depth - 1, open_ids)
                 yield ": "
                 item = value[item]
-            yield from _repr_pieces(item, depth - 1)
+            yield from _repr_pieces(item, depth - 1, open_ids)
         yield ",)" if kind is tuple and len(value) == 1 else closing
+        open_ids.discard(id(value))
     else:
         yield repr(value)
 

@@ -323,6 +323,24 @@ def test_json_line_makes_only_the_part_of_a_large_values_repr_it_keeps(stamping:
     assert line["small"] == "{'b': [1, (2,)]}"
 
 
+def test_json_line_writes_a_container_inside_itself_as_repr_does(stamping: None) -> None:
+    """A list or dict holding itself (a tree's node and its parent) is ``[...]``/``{...}``
+    where it recurs, as ``repr`` writes it: the bounded repr took it apart again, 32 levels
+    deep, showing values the application never logged."""
+    node: dict[str, object] = {"id": 7}
+    node["parent"] = node
+    path: list[object] = [1]
+    path.append(path)
+
+    def emit(logger: logging.Logger) -> None:
+        logger.info("walked", extra={"node": node, "path": path, "both": (path, [node, path])})
+
+    line = _json_line("tests.logs.recursive", emit)
+    assert line["node"] == "{'id': 7, 'parent': {...}}"
+    assert line["path"] == "[1, [...]]"
+    assert line["both"] == "([1, [...]], [{'id': 7, 'parent': {...}}, [1, [...]]])"
+
+
 def test_json_line_includes_bounded_exception(stamping: None) -> None:
     def emit(logger: logging.Logger) -> None:
         try:
