@@ -287,10 +287,23 @@ def reason(error: BaseException) -> str:
 # ignorable code points that are letters or marks): the combining grapheme joiner, Hangul
 # fillers, Khmer's inherent vowels, Mongolian variation selectors, and the other variation
 # selectors where they follow ASCII or nothing: after another character they choose how it
-# is drawn (an emoji's picture, "\u2764\ufe0f"; an ideograph's variant) and stay.
+# is drawn (an emoji's picture, "\u2764\ufe0f"; an ideograph's variant) and stay, as they do
+# in a keycap ("1\ufe0f\u20e3").
 DRAWS_NOTHING = re.compile(
     "[\u034f\u115f\u1160\u17b4\u17b5\u180b-\u180f\u3164\uffa0]"
-    "|(?<![^\x00-\x7f])[\ufe00-\ufe0f\U000e0100-\U000e01ef]"
+    "|(?<![^\x00-\x7f])[\ufe00-\ufe0f\U000e0100-\U000e01ef](?!\u20e3)"
+)
+# Characters str.isprintable() refuses that a word or an emoji is drawn with, where they are:
+# a zero-width joiner or non-joiner after an emoji, a skin tone or a variation selector
+# ("\U0001f469\u200d\U0001f4bb", a woman technologist) or a letter of a script they shape
+# (Persian "\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645", Hindi, Sinhala) and before
+# another character that is not ASCII; and the tags of England's, Scotland's and Wales' flags.
+DRAWN_WITH = re.compile(
+    "((?<=[\u0600-\u08ff\u0900-\u0dff\u2600-\u27bf\ufe0f\U0001f000-\U0001faff])"
+    "[\u200c\u200d](?=[^\x00-\x7f])"
+    "|(?<=\U0001f3f4)\U000e0067\U000e0062"
+    "(?:\U000e0065\U000e006e\U000e0067|\U000e0073\U000e0063\U000e0074|\U000e0077\U000e006c\U000e0073)"
+    "\U000e007f)"
 )
 # Combining marks past a letter's second (the diacritical blocks "Zalgo" text piles up): a
 # terminal stacks them above and below the row, over the rows around it. Two are kept:
@@ -327,9 +340,18 @@ def _flattened(text: str, limit: int, mark: str, stacked: str) -> str:
     ):  # fmt: skip
         return text  # the common case, checked in C: 10,000-span views stay fast
     shown = DRAWS_NOTHING.sub(mark, STACKED_MARKS.sub(stacked, text))
-    shown = "".join(ch if ch.isprintable() or ch.isspace() else mark for ch in shown)
+    # (split on a capturing pattern: the odd pieces are what it found)
+    pieces = DRAWN_WITH.split(shown)
+    shown = "".join(
+        piece if index % 2 else _marked(piece, mark) for index, piece in enumerate(pieces)
+    )
     shown = " ".join(shown.split())
     return shown if len(shown) <= limit else shown[: limit - 1] + "…"
+
+
+def _marked(text: str, mark: str) -> str:
+    """``text`` with each character str.isprintable() refuses, but white space, as ``mark``."""
+    return "".join(ch if ch.isprintable() or ch.isspace() else mark for ch in text)
 
 
 def shown_path(path: Path) -> str:
