@@ -188,7 +188,7 @@ class _Response:
                 yield chunk
                 answered = True
         except GeneratorExit:  # the server stopped reading (a client gone mid-stream)
-            self.close()
+            self._close_for_server()
             raise
         except BaseException as error:
             self._error = error
@@ -196,12 +196,17 @@ class _Response:
                 self._request.status_code = server_answer(error, self._environ)
             self.close()
             raise
+        self._close_for_server()
+
+    def _close_for_server(self) -> None:
+        """Close inside the server's loop over the body, keeping what the close raises for the
+        server's own ``close()``, as without tracekit. Raised here, it would cut the response
+        the server has yet to end (gunicorn's and werkzeug's last chunk of a chunked one), or,
+        where the server let go of the loop (a client gone mid-stream), reach no one: Python
+        prints it as ignored."""
         try:
             self.close()
         except Exception as error:
-            # Raised here, in the server's loop over the body, it would cut the response the
-            # server has yet to end (gunicorn's and werkzeug's last chunk of a chunked one):
-            # raised when the server closes the response, as without tracekit.
             self._held = error
 
     def close(self) -> None:

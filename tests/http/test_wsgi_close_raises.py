@@ -10,6 +10,9 @@ failed span ``GET after response`` under the request's, which keeps its 200.
 
 from __future__ import annotations
 
+import socket
+import struct
+
 import pytest
 import requests
 from loopback import free_port
@@ -25,15 +28,21 @@ from werkzeug.middleware.dispatcher import DispatcherMiddleware
 tracekit.init("shop")
 
 class Rows:
+    def __init__(self, chunk, count):
+        self.chunk, self.count = chunk, count
+
     def __iter__(self):
-        yield b"rows\\n"
+        for _ in range(self.count):
+            yield self.chunk
 
     def close(self):
         raise ValueError("the export's cursor would not close")
 
 def export(environ, start_response):
     start_response("200 OK", [("Content-Type", "text/csv")])
-    return Rows()
+    if environ["PATH_INFO"] == "/stream":  # far more than the client that leaves reads
+        return Rows(b"rows\\n" * 13_000, 10_000)
+    return Rows(b"rows\\n", 1)
 
 app = DispatcherMiddleware(TracekitMiddleware(export), {"/metrics": wsgi_metrics_app()})
 """
@@ -124,3 +133,37 @@ def test_a_django_request_finished_receiver_that_raises_fails_after_the_response
     WSGI middleware around Django too (wsgi.py), every response was cut."""
     url = _serve(service, DJANGO_APP, WRAPPED=wrapped)
     _export_answered_then_failed(service, url, "GET /export")
+
+
+@pytest.mark.parametrize("worker", ["sync", "gthread"])
+def test_a_close_that_raises_once_the_client_left_mid_stream_reaches_the_server(
+    service: Service, worker: str
+) -> None:
+    """The server stops its loop over the body when the client has gone, and closes the
+    response: the exception went, instead of to gunicorn ("Error handling request", with the
+    request's ID, as without tracekit), to Python's "Exception ignored in: <generator ...>"."""
+    url = _serve(service, APP, worker)
+    _leave_mid_stream(url, "stream-1")
+
+    service.wait_output("ValueError: the export's cursor would not close", 30)
+    assert service.terminate() == 0
+    assert "gunicorn.error [stream-1] Error handling request" in service.output()
+    assert "Exception ignored" not in service.output()
+    spans = [s for s in service.spans() if s.correlation_id == "stream-1"]
+    (request,) = server_spans(spans)
+    (after,) = [s for s in spans if s is not request]
+    assert request.attributes["http.response.status_code"] == 200
+    assert (after.name, after.status) == ("GET after response", "ERROR")
+    assert after.attributes["error.type"] == "ValueError"
+
+
+def _leave_mid_stream(url: str, correlation_id: str) -> None:
+    """A client that reads the start of ``/stream``, then resets the connection."""
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as client:
+        client.sendall(
+            f"GET /stream HTTP/1.1\r\nHost: shop\r\nX-Correlation-ID: {correlation_id}\r\n\r\n"
+            .encode()
+        )  # fmt: skip
+        client.recv(65536)
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
