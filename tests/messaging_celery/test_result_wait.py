@@ -177,3 +177,32 @@ def test_no_wait_span_in_correlation_only_mode(
     monkeypatch.setenv("TRACEKIT_MODE", "correlation")
     assert in_request(lambda: worker.tasks["waits.report"].delay(2).get(timeout=10)) == 4
     assert waits(spans) == []
+
+
+def test_a_celery_without_the_deprecated_wait_keeps_its_other_waits_wrapped() -> None:
+    """``AsyncResult.wait`` is a deprecated name: a Celery that drops it would have made
+    wrapping it raise ``KeyError``, and the results module's waits (``get`` and the joins)
+    go unwrapped with it."""
+    from types import SimpleNamespace
+
+    import wrapt
+
+    from tracekit.instrumentation.celery import CeleryInstrumentor
+
+    class AsyncResult:
+        def get(self) -> None: ...
+
+    class ResultSet:
+        def get(self) -> None: ...
+        def join(self) -> None: ...
+        def join_native(self) -> None: ...
+
+    instrumentor = CeleryInstrumentor()
+    instrumentor._wrap_results(SimpleNamespace(AsyncResult=AsyncResult, ResultSet=ResultSet))
+    try:
+        assert isinstance(AsyncResult.__dict__["get"], wrapt.FunctionWrapper)
+        assert "wait" not in vars(AsyncResult)
+        for name in ("get", "join", "join_native"):
+            assert isinstance(ResultSet.__dict__[name], wrapt.FunctionWrapper)
+    finally:
+        instrumentor.uninstrument()

@@ -248,10 +248,14 @@ class CeleryInstrumentor(Instrumentor):
         self._patch_module(module.AsyncResult, "celery.result", lambda: self._wrap_results(module))
 
     def _wrap_results(self, module: ModuleType) -> None:
-        self.wrap(module.AsyncResult, "get", _traced_wait)  # (not EagerResult's own get)
-        self.wrap(module.AsyncResult, "wait", _traced_wait)  # (get's old name, bound to get)
-        for join in ("get", "join", "join_native"):  # (GroupResult's too; get calls a join)
-            self.wrap(module.ResultSet, join, _traced_wait)
+        waits = [
+            (module.AsyncResult, "get"),  # (not EagerResult's own get)
+            (module.AsyncResult, "wait"),  # (get's deprecated name, bound to get)
+            *((module.ResultSet, join) for join in ("get", "join", "join_native")),
+        ]  # (GroupResult's too; a ResultSet's get calls a join)
+        for owner, name in waits:
+            if name in vars(owner):  # a Celery that drops one keeps the others wrapped
+                self.wrap(owner, name, _traced_wait)
 
     def _patch_worker_consumer(self, module: ModuleType) -> None:
         consumer = module.Consumer
