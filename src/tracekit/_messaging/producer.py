@@ -67,9 +67,10 @@ publishing_now: ContextVar[bool] = ContextVar("tracekit_messaging_publishing", d
 class Publication:
     """The message being published inside a ``publish`` block."""
 
-    def __init__(self, span: trace.Span | None = None) -> None:
+    def __init__(self, span: trace.Span | None = None, started: float | None = None) -> None:
         self.span = span
-        self._started = perf_counter()
+        # (when the span began: the duration measured covers what the span does, headers too)
+        self._started = perf_counter() if started is None else started
         self._accepted: int | None = None
         # (unix ns, perf_counter) when the client took the message, if its span ends later
         self._handed_over: tuple[int, float] | None = None
@@ -323,6 +324,7 @@ def _start_publish(
     cid = correlation.correlation_id()
     if cid is not None:
         span_attributes[semconv.CORRELATION_ID] = cid
+    began = perf_counter()
     span = tracer_for(tracer_provider).start_span(
         f"{operation_name} {destination}",
         ctx,
@@ -337,7 +339,7 @@ def _start_publish(
     if cid is None and sent is not None:  # the message's own ID, made or the caller's
         span.set_attribute(semconv.CORRELATION_ID, sent)
     token = otel_context.attach(inside)
-    return Publication(span), _Started(token, publishing_now.set(True), opts, inside)
+    return Publication(span, began), _Started(token, publishing_now.set(True), opts, inside)
 
 
 def write_headers(
