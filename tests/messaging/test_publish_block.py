@@ -3,6 +3,8 @@ after, and the ways integrations drive it (``with``, or ``__enter__``/``__exit__
 
 from __future__ import annotations
 
+import gc
+import weakref
 from typing import Any
 
 import pytest
@@ -107,3 +109,19 @@ def test_the_publish_duration_covers_what_the_producer_span_covers(
     })  # fmt: skip
     assert producer.end_time is not None and producer.start_time is not None
     assert took == pytest.approx((producer.end_time - producer.start_time) / 1e9, abs=0.005)
+
+
+def test_a_span_settled_later_keeps_nothing_of_the_block_once_it_ends(spans: Any) -> None:
+    # Thousands of messages may wait for their delivery reports at once: each keeps its span,
+    # not the context its block made current (nor its tokens), until the report ends it.
+    publishing = messaging.publish({}, system="test", destination="q")
+    with publishing:
+        publishing.settle_later()
+        block_context = weakref.ref(otel_context.get_current())
+        pending = trace.get_current_span().get_span_context()
+    gc.collect()
+    assert block_context() is None, "the pending publish let go of the block's context"
+    assert not spans.get_finished_spans()
+    publishing.end()
+    (producer,) = spans.get_finished_spans()
+    assert producer.kind == SpanKind.PRODUCER and producer.context == pending

@@ -100,8 +100,8 @@ class Publishing:
     """
 
     __slots__ = (
-        "_call", "_callers", "_ended", "_fresh", "_kept_open", "_publication", "_settled_later",
-        "_started",
+        "_call", "_callers", "_ended", "_fresh", "_kept_open", "_options", "_publication",
+        "_settled_later", "_started",
     )  # fmt: skip
 
     def __init__(self, *call: Any) -> None:
@@ -109,7 +109,8 @@ class Publishing:
         self._fresh = False  # see publish_own
         self._callers: _CallersMessage | None = None  # see _beside
         self._publication: Publication | None = None
-        self._started: _Started | None = None
+        self._options: config.Options | None = None  # read as the block began, for end()
+        self._started: _Started | None = None  # the block's own: released as it ends
         self._kept_open = False
         self._settled_later = False
         self._ended = False
@@ -125,7 +126,7 @@ class Publishing:
         except Exception as error:
             report_once("messaging publish start", error)
             return Publication()
-        self._publication, self._started = publication, started
+        self._publication, self._started, self._options = publication, started, started.options
         return publication
 
     def __exit__(
@@ -137,6 +138,10 @@ class Publishing:
         started, publication = self._started, self._publication
         if started is None or publication is None:
             return
+        # What only the block needed (its context tokens, the Context it made current, the
+        # caller's fields) is let go here: a span kept open for a delivery report would
+        # otherwise keep it, tracked by the garbage collector, until the report comes.
+        self._started = self._callers = None
         _leave_block(started)
         if publication.span is None:
             return  # correlation-only: no span to end, no message to count
@@ -174,12 +179,12 @@ class Publishing:
 
     def end(self, error: BaseException | None = None) -> None:
         """End the PRODUCER span kept open (failed if ``error``) and count the message sent."""
-        started, publication = self._started, self._publication
-        if started is None or publication is None or self._ended:
+        options, publication = self._options, self._publication
+        if options is None or publication is None or self._ended:
             return
         self._ended = True  # (the block's context token stays in _started for __exit__)
         try:
-            _end_publish(publication, started.options, self._call, error)
+            _end_publish(publication, options, self._call, error)
         except Exception as failure:
             report_once("messaging publish end", failure)
 
