@@ -447,7 +447,10 @@ def _reported_to_span(
         return produce(*args, **kwargs)  # confluent-kafka refuses it, as without tracekit
     publishing.settle_later()
     _awaiting_reports.add(publishing)
-    args, kwargs = _with_callback(args, kwargs, slot, _ending_span_then(publishing, callback))
+    # A partial rather than a closure: two objects for the garbage collector to track while the
+    # report is awaited (a closure's cells and their tuple made four).
+    ending = functools.partial(_end_span_then, publishing, callback)
+    args, kwargs = _with_callback(args, kwargs, slot, ending)
     try:
         return produce(*args, **kwargs)
     except BaseException:
@@ -490,14 +493,15 @@ def _record_failure(publishing: messaging.Publishing, error: Any) -> None:
         report_once("confluent-kafka delivery report", failure)
 
 
-def _ending_span_then(
-    publishing: messaging.Publishing, callback: Callable[..., Any] | None
-) -> Callable[[Any, Any], Any]:
-    def report(error: Any, message: Any) -> Any:
-        _end_span(publishing, error, message)
-        return callback(error, message) if callback is not None else None
-
-    return report
+def _end_span_then(
+    publishing: messaging.Publishing,
+    callback: Callable[..., Any] | None,
+    error: Any,
+    message: Any,
+) -> Any:
+    """The delivery report's callback: end the span, then call the message's own."""
+    _end_span(publishing, error, message)
+    return callback(error, message) if callback is not None else None
 
 
 def _end_span(publishing: messaging.Publishing, error: Any, message: Any) -> None:
